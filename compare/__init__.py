@@ -1,0 +1,7 @@
+"""compare: the semantics of GAN training steps in PyTorch and Keras, run and checked.
+
+Importing this package imports no deep-learning framework: every engine runs in a
+child process of its own (see ``compare.runner``).
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,86 @@
+"""The engine registry: which engines exist, what each needs, and how to start it.
+
+Nothing here imports a framework: availability is read from installed package
+metadata, so the parent process stays light and a broken framework cannot crash it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import importlib.util
+from typing import Dict, List, Optional, Tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineSpec:
+    id: str
+    module: str  # imported only in the engine's child process
+    imports: Tuple[str, ...]  # top-level modules that must be importable
+    extras: Tuple[str, ...]  # the pip extras that install it
+    env: Tuple[Tuple[str, str], ...] = ()  # set before the child imports anything
+    float64_env: Tuple[Tuple[str, str], ...] = ()  # added for float64 runs
+    description: str = ""
+    framework: str = "keras"  # whose layer conventions (BN momentum direction) the engine follows
+
+    @property
+    def install(self) -> str:
+        return f"pip install 'compare[{','.join(self.extras)}]'"
+
+    def missing(self) -> List[str]:
+        return [name for name in self.imports if importlib.util.find_spec(name) is None]
+
+    def available(self) -> bool:
+        return not self.missing()
+
+    def child_env(self, dtype: str) -> Dict[str, str]:
+        env = dict(self.env)
+        if dtype == "float64":
+            env.update(self.float64_env)
+        return env
+
+    def versions(self) -> Dict[str, Optional[str]]:
+        """Installed versions of the distributions behind this engine, from metadata."""
+        out: Dict[str, Optional[str]] = {}
+        for name in self.imports:
+            dist = {"tf_keras": "tf_keras"}.get(name, name)
+            try:
+                out[name] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                out[name] = None
+        return out
+
+
+ENGINES: Dict[str, EngineSpec] = {
+    spec.id: spec
+    for spec in [
+        EngineSpec("torch", "compare.engines.torch.engine", ("torch",), ("torch",),
+                   description="PyTorch", framework="torch"),
+        EngineSpec("keras-tensorflow", "compare.engines.keras_tensorflow.engine", ("keras", "tensorflow"),
+                   ("tensorflow",), env=(("KERAS_BACKEND", "tensorflow"),),
+                   description="Keras 3, TensorFlow backend"),
+        EngineSpec("keras-jax", "compare.engines.keras_jax.engine", ("keras", "jax"), ("jax",),
+                   env=(("KERAS_BACKEND", "jax"), ("JAX_PLATFORMS", "cpu")),
+                   float64_env=(("JAX_ENABLE_X64", "1"),),  # without it JAX silently computes in float32
+                   description="Keras 3, JAX backend"),
+        EngineSpec("keras-torch", "compare.engines.keras_torch.engine", ("keras", "torch"), ("torch", "keras"),
+                   env=(("KERAS_BACKEND", "torch"),), description="Keras 3, PyTorch backend"),
+        EngineSpec("tf-keras", "compare.engines.tf_keras.engine", ("tf_keras", "tensorflow"), ("tf-keras",),
+                   env=(("TF_USE_LEGACY_KERAS", "1"),), description="Keras 2 (the tf_keras package)"),
+    ]
+}
+
+REFERENCE = "torch"
+
+
+def parse_engines(text: Optional[str]) -> List[str]:
+    """'a,b' -> ['a', 'b'], in registry order; raises ValueError naming the valid ids."""
+    if not text:
+        return list(ENGINES)
+    wanted = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in wanted if name not in ENGINES]
+    if unknown:
+        raise ValueError(f"unknown engine {', '.join(unknown)}; valid engines: {', '.join(ENGINES)}")
+    if not wanted:
+        raise ValueError(f"no engine given; valid engines: {', '.join(ENGINES)}")
+    return [name for name in ENGINES if name in wanted]

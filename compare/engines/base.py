@@ -1,0 +1,72 @@
+"""The small interface every engine implements, and what all engines share.
+
+An engine module is imported only inside its own child process, so it may import
+its framework at module level. Arrays cross the interface as float64 numpy arrays in
+canonical names and layouts (see ``compare.model``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Tuple
+
+import numpy as np
+
+from compare.model import Config
+
+Arrays = Dict[str, np.ndarray]
+
+
+class Engine:
+    """One framework in one process. Subclasses fill in the framework-specific parts."""
+
+    id: str = ""
+    framework: str = ""  # "torch" or "keras": which constructor conventions apply
+
+    def setup(self, dtype: str) -> None:
+        """Configure the framework for ``dtype`` before any model is built."""
+        raise NotImplementedError
+
+    def versions(self) -> Dict[str, str]:
+        raise NotImplementedError
+
+    def build(self, config: Config, weights: Arrays) -> Any:
+        """G, D and one Adam optimizer each, loaded with canonical ``weights``."""
+        raise NotImplementedError
+
+    def export(self, gan: Any) -> Arrays:
+        """Every tensor of G and D (parameters and state) in canonical form."""
+        raise NotImplementedError
+
+    def forward(self, gan: Any, net: str, x: np.ndarray, training: bool) -> np.ndarray:
+        """``net`` ("G" or "D") applied to canonical input ``x``; canonical output."""
+        raise NotImplementedError
+
+    def iteration(self, gan: Any, batch: Arrays, step: bool = True) -> Tuple[Dict[str, float], Arrays]:
+        """The canonical GAN iteration (DESIGN.md section 5).
+
+        Returns the losses and the gradients it computed: D's from the D loss, G's
+        from the G loss. With ``step=False`` no optimizer steps, so the gradients are
+        those of the loaded weights.
+        """
+        raise NotImplementedError
+
+    def bn_probe(self, x: np.ndarray) -> np.ndarray:
+        """Moving variance of a fresh BN layer (moving variance 1) after one training
+        batch ``x`` (N, C, H, W) with the new batch weighted fully (momentum chosen so).
+        Shows which variance estimator the engine's BN keeps."""
+        raise NotImplementedError
+
+    def precision_probes(self) -> Dict[str, Any]:
+        """Op-level facts about precision: where a framework quietly leaves the chosen dtype."""
+        return {}
+
+    def computed_dtypes(self, gan: Any, batch: Arrays) -> Dict[str, str]:
+        """The dtypes the framework really holds and computes in: variables, outputs, gradients."""
+        raise NotImplementedError
+
+
+def grad_state(grad: Any) -> str:
+    """None, zero or non-zero: what a tensor's gradient slot holds."""
+    if grad is None:
+        return "none"
+    return "zero" if not np.any(np.asarray(grad)) else "nonzero"

@@ -1,0 +1,50 @@
+"""Keras 3 on TensorFlow: the canonical iteration with one persistent GradientTape."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import keras
+
+from compare.engines.keras_common.engine import KerasEngine
+
+
+def tape_iteration(engine: KerasEngine, gan, batch, step: bool = True):
+    """Shared with tf-keras: the same code runs on Keras 2, only the module differs."""
+    G, D, loss_func = gan.G, gan.D, gan.loss
+    real, z, y_real, y_fake = engine.inputs(batch)
+    # --- canonical iteration: begin ---
+    # One persistent tape records G's forward once; the G step below reuses `fake`.
+    with tf.GradientTape(persistent=True) as tape:
+        errD_real = loss_func(y_real, D(real, training=True))
+        fake = G(z, training=True)
+        errD_fake = loss_func(y_fake, D(tf.stop_gradient(fake), training=True))
+        errD = errD_real + errD_fake
+    d_grads = tape.gradient(errD, D.trainable_weights)
+    if step:
+        gan.optimizer_D.apply_gradients(zip(d_grads, D.trainable_weights))
+    with tape:  # resume recording: D(fake) with D's new weights, as PyTorch does
+        errG = loss_func(y_real, D(fake, training=True))
+    g_grads = tape.gradient(errG, G.trainable_weights)
+    if step:
+        gan.optimizer_G.apply_gradients(zip(g_grads, G.trainable_weights))
+    del tape
+    # --- canonical iteration: end ---
+    grads = engine.grads_to_canonical(gan, "D", d_grads) | engine.grads_to_canonical(gan, "G", g_grads)
+    losses = {"D_real": float(errD_real), "D_fake": float(errD_fake), "G": float(errG)}
+    return losses, grads
+
+
+class KerasTensorflowEngine(KerasEngine):
+    id = "keras-tensorflow"
+    keras = keras
+    packages = ("keras", "tensorflow")
+
+    def setup(self, dtype: str) -> None:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        super().setup(dtype)
+
+    iteration = tape_iteration
+
+
+ENGINE = KerasTensorflowEngine()

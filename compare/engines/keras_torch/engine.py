@@ -1,0 +1,47 @@
+"""Keras 3 on PyTorch: Keras models are torch modules, so the step is PyTorch's own."""
+
+from __future__ import annotations
+
+import keras
+import torch
+
+from compare.engines.keras_common.engine import KerasEngine
+
+
+class KerasTorchEngine(KerasEngine):
+    id = "keras-torch"
+    keras = keras
+    packages = ("keras", "torch")
+
+    def setup(self, dtype: str) -> None:
+        torch.set_num_threads(1)
+        super().setup(dtype)
+
+    def iteration(self, gan, batch, step: bool = True):
+        G, D, loss_func = gan.G, gan.D, gan.loss
+        real, z, y_real, y_fake = self.inputs(batch)
+        # --- canonical iteration: begin ---
+        D.zero_grad()
+        errD_real = loss_func(y_real, D(real, training=True))
+        errD_real.backward()
+        fake = G(z, training=True)
+        errD_fake = loss_func(y_fake, D(fake.detach(), training=True))
+        errD_fake.backward()
+        d_grads = [v.value.grad.clone() for v in D.trainable_weights]
+        if step:
+            with torch.no_grad():
+                gan.optimizer_D.apply(d_grads, D.trainable_weights)
+        G.zero_grad()
+        errG = loss_func(y_real, D(fake, training=True))
+        errG.backward()
+        g_grads = [v.value.grad for v in G.trainable_weights]
+        if step:
+            with torch.no_grad():
+                gan.optimizer_G.apply(g_grads, G.trainable_weights)
+        # --- canonical iteration: end ---
+        grads = self.grads_to_canonical(gan, "D", d_grads) | self.grads_to_canonical(gan, "G", g_grads)
+        losses = {"D_real": errD_real.item(), "D_fake": errD_fake.item(), "G": errG.item()}
+        return losses, grads
+
+
+ENGINE = KerasTorchEngine()

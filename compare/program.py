@@ -1,0 +1,140 @@
+"""The staged parity program, written once against the engine interface.
+
+It runs inside an engine's child process and returns JSON-able facts plus named
+arrays. Array keys are ``<config>/<stage>/<quantity>/<tensor>`` with quantity one of
+output, loss, gradient, param, state; the parent compares them across engines.
+
+Stages follow TensorFlow's guide on validating numerical equivalence: structure,
+forward (training and inference mode), gradients, one iteration, ten iterations.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Tuple
+
+import numpy as np
+
+from compare.engines.base import Arrays, Engine
+from compare.model import BATCH, PARITY, PITFALLS, Config, bn_layers, initial_weights, make_batches
+
+ITERATIONS = 10
+STAGES = ("structure", "forward.G.train", "forward.G.eval", "forward.D.train", "forward.D.eval",
+          "gradients", "iteration.1", "iteration.10")
+
+
+def configs() -> List[Config]:
+    return [PARITY] + [config for config, _ in PITFALLS.values()]
+
+
+def split_tensors(engine: Engine, gan, prefix: str) -> Arrays:
+    """Every tensor of G and D under ``prefix``: trainable as 'param', the rest as 'state'."""
+    trainable = engine.trainable(gan)
+    out = {}
+    for name, value in engine.export(gan).items():
+        out[f"{prefix}/{'param' if name in trainable else 'state'}/{name}"] = value
+    return out
+
+
+def run_config(engine: Engine, config: Config, dtype: str,
+               progress: Callable[[str], None]) -> Tuple[dict, Arrays]:
+    weights = initial_weights(config)
+    batches = make_batches(ITERATIONS)
+    arrays: Arrays = {}
+    facts: dict = {}
+    c = config.name
+
+    gan = engine.build(config, weights)
+    trainable = engine.trainable(gan)
+    exported = engine.export(gan)
+    facts["structure"] = {
+        "params": {name: list(shape) for name, shape in trainable.items()},
+        "state": {name: list(v.shape) for name, v in exported.items() if name not in trainable},
+        "param_count": int(sum(np.prod(s) for s in trainable.values())),
+    }
+    # The weight port round trip: loading then exporting gives back the canonical values
+    # (rounded to the run's dtype) bit for bit.
+    arrays[f"{c}/structure/param/port"] = np.array(
+        [max(float(np.max(np.abs(exported[n] - w.astype(dtype)))) for n, w in weights.items())])
+
+    progress(f"{c}: forward")
+    first = batches[0]
+    for net, x in (("G", first["z"]), ("D", first["real"])):
+        for mode, training in (("train", True), ("eval", False)):
+            gan = engine.build(config, weights)
+            stage = f"{c}/forward.{net}.{mode}"
+            arrays[f"{stage}/output/{net}"] = engine.forward(gan, net, x, training)
+            # training mode moves BN statistics: part of what must agree
+            arrays.update({k: v for k, v in split_tensors(engine, gan, stage).items()
+                           if "/state/" in k and f"/{net}." in k})
+            record_batch_statistics(engine, gan, stage, arrays)
+
+    progress(f"{c}: gradients")
+    gan = engine.build(config, weights)
+    losses, grads = engine.iteration(gan, first, step=False)
+    put_losses(arrays, f"{c}/gradients", losses)
+    arrays.update({f"{c}/gradients/gradient/{n}": g for n, g in grads.items()})
+
+    progress(f"{c}: iterations")
+    gan = engine.build(config, weights)
+    history: Dict[str, List[float]] = {}
+    for i, batch in enumerate(batches, start=1):
+        losses, _ = engine.iteration(gan, batch)
+        for key, value in losses.items():
+            history.setdefault(key, []).append(value)
+        if i in (1, ITERATIONS):
+            stage = f"{c}/iteration.{i}"
+            put_losses(arrays, stage, {k: v[-1] for k, v in history.items()} if i == 1 else
+                       {f"{k}.{j}": x for k, v in history.items() for j, x in enumerate(v, 1)})
+            arrays.update(split_tensors(engine, gan, stage))
+            record_batch_statistics(engine, gan, stage, arrays)
+    facts["losses"] = history
+    return facts, arrays
+
+
+def put_losses(arrays: Arrays, stage: str, losses: Dict[str, float]) -> None:
+    for name, value in losses.items():
+        arrays[f"{stage}/loss/{name}"] = np.array([value], dtype=np.float64)
+
+
+def record_batch_statistics(engine: Engine, gan, stage: str, arrays: Arrays) -> None:
+    """The batch variances each BN layer saw (reference engine only): the BN rule's input."""
+    log = getattr(gan, "bn_batch_variances", None)
+    if log is None:
+        return
+    for layer, variances in log.items():
+        if variances:
+            arrays[f"{stage}/batchvar/{layer}"] = np.stack(variances)
+
+
+def bn_estimator_probe(engine: Engine) -> dict:
+    """Which variance a fresh BN layer keeps after one batch: biased (divide by n) or
+    unbiased (n - 1). Measured against numpy, per engine and dtype."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((BATCH, 4, 3, 3)) * 2.0 + 0.5
+    kept = engine.bn_probe(x)
+    biased = x.var(axis=(0, 2, 3))
+    unbiased = x.var(axis=(0, 2, 3), ddof=1)
+    err_b = float(np.max(np.abs(kept - biased)))
+    err_u = float(np.max(np.abs(kept - unbiased)))
+    estimator = "biased" if err_b < err_u else "unbiased"
+    return {"estimator": estimator, "error_vs_biased": err_b, "error_vs_unbiased": err_u,
+            "n": int(x.shape[0] * x.shape[2] * x.shape[3]),
+            # every value a float32 number: the layer computed in float32, whatever it stores
+            "on_float32_grid": bool(np.all(kept == kept.astype(np.float32).astype(np.float64)))}
+
+
+def run_program(engine: Engine, dtype: str, progress: Callable[[str], None]) -> Tuple[dict, Arrays]:
+    engine.setup(dtype)
+    facts: dict = {"versions": engine.versions(), "dtype": dtype, "configs": {}}
+    facts["bn_estimator"] = bn_estimator_probe(engine)
+    facts["precision_probes"] = engine.precision_probes()
+    probe_gan = engine.build(PARITY, initial_weights(PARITY))
+    facts["computed_dtypes"] = engine.computed_dtypes(probe_gan, make_batches(1)[0])
+    arrays: Arrays = {}
+    for config in configs():
+        progress(f"{config.name}: build")
+        config_facts, config_arrays = run_config(engine, config, dtype, progress)
+        facts["configs"][config.name] = config_facts
+        arrays.update(config_arrays)
+    facts["bn_layers"] = bn_layers()
+    return facts, arrays

@@ -1,0 +1,287 @@
+"""Turn engine runs and parity records into ``results.json`` and ``REPORT.md``.
+
+Every sentence with a number or a verdict in the report is filled from the run; the
+fixed prose only says what a table means. Files are written atomically: a reader sees
+the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+from typing import Dict, List
+
+from tabulate import tabulate
+
+import compare
+from compare.engines import ENGINES, REFERENCE
+from compare.model import PARITY, PITFALLS
+from compare.parity import RULES, TOLERANCE, pitfall_effects, summarise
+from compare.program import STAGES
+
+SCHEMA = "compare.results/1"
+PACKAGES = ("torch", "tensorflow", "tensorflow-cpu", "keras", "tf_keras", "jax", "jaxlib", "numpy")
+
+
+def environment() -> dict:
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            packages[name] = None
+    return {
+        "python": platform.python_version(), "platform": platform.platform(),
+        "machine": platform.machine(), "cpu_count": os.cpu_count(), "packages": packages,
+        "compare": compare.__version__,
+    }
+
+
+def clean(value):
+    """JSON has no inf or NaN: write them as strings so that they survive a round trip."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, set):
+        return sorted(clean(v) for v in value)
+    return value
+
+
+def build_results(engines: List[str], dtypes: List[str], runs: Dict, records: List[dict]) -> dict:
+    engine_info = {}
+    for engine in engines:
+        spec = ENGINES[engine]
+        per_dtype = {}
+        for dtype in dtypes:
+            run = runs[(engine, dtype)]
+            entry = {"status": run.status, "seconds": round(run.seconds, 2)}
+            if run.reason:
+                entry["reason"] = run.reason
+            if run.status in ("failed", "timeout"):
+                entry["stderr_tail"] = run.stderr_tail
+            if run.facts:
+                for key in ("versions", "computed_dtypes", "bn_estimator", "precision_probes"):
+                    entry[key] = run.facts.get(key)
+                entry["losses"] = run.facts["configs"][PARITY.name]["losses"]
+            per_dtype[dtype] = entry
+        available = spec.available()
+        engine_info[engine] = {
+            "description": spec.description, "available": available,
+            "versions": spec.versions(), "install": spec.install, "runs": per_dtype,
+        }
+        if not available:
+            engine_info[engine]["reason"] = f"{', '.join(spec.missing())} not installed"
+    applied = sorted({rule.strip() for r in records if r["rule"] for rule in r["rule"].split(",")})
+    return clean({
+        "schema": SCHEMA,
+        "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment(),
+        "dtypes": dtypes,
+        "reference": REFERENCE,
+        "engines": engine_info,
+        "results": [],
+        "configs": {PARITY.name: PARITY.to_json()} | {name: c.to_json() for name, (c, _) in PITFALLS.items()},
+        "tolerances": TOLERANCE,
+        "rules": {rule: RULES[rule] for rule in applied},
+        "parity": records,
+        "pitfalls": pitfall_effects(records),
+    })
+
+
+def fmt(x) -> str:
+    if isinstance(x, str):
+        return x
+    if x is None:
+        return ""
+    return "0" if x == 0 else f"{x:.1e}"
+
+
+def engine_section(results: dict) -> str:
+    rows = []
+    for engine, info in results["engines"].items():
+        for dtype, run in info["runs"].items():
+            if run["status"] == "ok":
+                versions = ", ".join(f"{k} {v}" for k, v in run["versions"].items())
+                note = ""
+            else:
+                versions = ""
+                note = run.get("reason", "")
+                if run["status"] == "unavailable":
+                    note += f" ({info['install']})"
+            rows.append([engine, info["description"], dtype, run["status"], versions, f"{run['seconds']:.1f}", note])
+    return tabulate(rows, ["engine", "framework", "dtype", "status", "versions", "seconds", "note"], tablefmt="github")
+
+
+def parity_section(results: dict) -> List[str]:
+    out = []
+    rows = summarise(results["parity"])
+    for dtype in results["dtypes"]:
+        engines = [e for e in results["engines"] if any(r["engine"] == e and r["dtype"] == dtype for r in rows)]
+        if not engines:
+            out.append(f"No engine could be compared with {REFERENCE} in {dtype}.\n")
+            continue
+        table = []
+        for stage in STAGES:
+            line = [stage]
+            for engine in engines:
+                row = next((r for r in rows if (r["engine"], r["dtype"], r["stage"]) == (engine, dtype, stage)), None)
+                if row is None:
+                    line.append("")
+                    continue
+                mark = "ok" if row["holds"] else "FAILS"
+                cell = f"{fmt(row['judged_diff'])} {mark}"
+                if row["max_abs_diff"] != row["judged_diff"]:
+                    cell += f" (raw {fmt(row['max_abs_diff'])})"
+                line.append(cell)
+            table.append(line)
+        tolerances = ", ".join(
+            f"{e} {fmt(next(r['tolerance'] for r in rows if r['engine'] == e and r['dtype'] == dtype and r['stage'] != 'structure'))}"
+            for e in engines)
+        out.append(f"### {dtype}\n\nLargest absolute difference from {REFERENCE} over every tensor of the stage, "
+                   f"after the named rules (the raw difference in brackets where a rule explains part of it). "
+                   f"Tolerances: {tolerances}.\n")
+        out.append(tabulate(table, ["stage"] + engines, tablefmt="github") + "\n")
+    return out
+
+
+def rules_section(results: dict) -> List[str]:
+    out = []
+    for rule, text in results["rules"].items():
+        engines = sorted({f"{r['engine']} ({r['dtype']})" for r in results["parity"]
+                          if r["config"] == PARITY.name and r["rule"] and rule in r["rule"]})
+        residuals = [r["residual_after_rule"] for r in results["parity"]
+                     if r["config"] == PARITY.name and r["rule"] and rule in r["rule"]
+                     and isinstance(r.get("residual_after_rule"), float)]
+        line = f"- **{rule}**: {text} Applies to: {', '.join(engines)}."
+        if rule == "bn-variance-estimator" and residuals:
+            line += f" Largest residual after the rule: {fmt(max(residuals))}."
+        out.append(line)
+    return out
+
+
+def facts_section(results: dict) -> str:
+    rows = []
+    for engine, info in results["engines"].items():
+        for dtype, run in info["runs"].items():
+            if run["status"] != "ok":
+                continue
+            bn = run["bn_estimator"]
+            probes = "; ".join(f"{k} = {fmt(v) if isinstance(v, float) else v}"
+                               for k, v in (run["precision_probes"] or {}).items())
+            rows.append([engine, dtype, bn["estimator"], fmt(min(bn["error_vs_biased"], bn["error_vs_unbiased"])),
+                         "yes" if bn["on_float32_grid"] else "no", run["computed_dtypes"]["G output"], probes])
+    return tabulate(rows, ["engine", "dtype", "BN keeps variance", "error vs numpy", "on float32 grid",
+                           "G output dtype", "op-level probes"], tablefmt="github")
+
+
+def pitfalls_section(results: dict) -> str:
+    rows = []
+    for name, (config, description) in PITFALLS.items():
+        line = [name, description]
+        for dtype in results["dtypes"]:
+            cells = []
+            for p in results["pitfalls"]:
+                if p["pitfall"] == name and p["dtype"] == dtype:
+                    cells.append(f"{p['engine']} {fmt(p['max_abs_diff'])}" + ("" if p["holds"] else "*"))
+            line.append("; ".join(cells))
+        rows.append(line)
+    headers = ["pitfall", "what changes"] + [f"effect, {d}" for d in results["dtypes"]]
+    return tabulate(rows, headers, tablefmt="github")
+
+
+def render_markdown(results: dict) -> str:
+    env = results["environment"]
+    parity = results["configs"][PARITY.name]
+    incomplete = [f"{e} ({d})" for e, i in results["engines"].items() for d, r in i["runs"].items()
+                  if r["status"] in ("failed", "timeout")]
+    failing = sorted({f"{r['engine']} {r['dtype']} {r['stage']}" for r in results["parity"]
+                      if r["config"] == PARITY.name and not r["holds"]})
+    parts = [
+        "# compare: PyTorch and Keras, one toy GAN, the same steps",
+        "",
+        f"Generated {results['generated']} by compare {env['compare']} on {env['platform']}, Python {env['python']}. "
+        "Every number below comes from this run.",
+        "",
+        "## Engines",
+        "",
+        engine_section(results),
+        "",
+    ]
+    if incomplete:
+        parts += [f"**Incomplete run**: {', '.join(incomplete)} produced no result.", ""]
+    parts += [
+        "## Parity with PyTorch",
+        "",
+        "The toy GAN (DESIGN.md section 3) is built in every engine from the same seeded numpy weights and "
+        "fed the same numpy data. Stages, as in TensorFlow's guide on validating numerical equivalence: "
+        "structure (names, shapes, weight-port round trip), forward passes of G and D in training and "
+        "inference mode (with the BN state they leave), the gradients of one D loss and one G loss, "
+        "one canonical iteration and ten. Each stage compares losses, outputs, gradients, every parameter "
+        "and every state tensor against PyTorch.",
+        "",
+        "Configuration that removes every known cause of disagreement (each cause is measured below): "
+        + ", ".join(f"{k} = {v}" for k, v in parity.items() if k != "name") + ".",
+        "",
+    ]
+    parts += parity_section(results)
+    parts += [
+        f"Overall: {'every parity check holds' if not failing else 'checks that fail: ' + ', '.join(failing)}.",
+        "",
+        "## Rules that explain a difference",
+        "",
+    ]
+    parts += rules_section(results) or ["No rule was needed."]
+    parts += [
+        "",
+        "## Measured framework facts",
+        "",
+        "What each engine's BatchNorm keeps as its moving variance after one batch (compared with numpy's "
+        "biased and unbiased estimates), whether its float64 results lie on the float32 grid (a sign that "
+        "the layer computed in float32), and op-level probes of dtype handling.",
+        "",
+        facts_section(results),
+        "",
+        "## Parity pitfalls: each default restored, one at a time",
+        "",
+        f"Largest difference from {REFERENCE} after the named rules, over every stage; * marks an effect "
+        "above the tolerance.",
+        "",
+        pitfalls_section(results),
+        "",
+        "## Environment",
+        "",
+        tabulate([[k, v or "not installed"] for k, v in env["packages"].items()], ["package", "version"],
+                 tablefmt="github"),
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write to a temporary file beside ``path`` and rename it into place."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_report(out_dir: str, results: dict) -> List[str]:
+    paths = [os.path.join(out_dir, "results.json"), os.path.join(out_dir, "REPORT.md")]
+    write_atomic(paths[0], json.dumps(results, indent=1, sort_keys=False) + "\n")
+    write_atomic(paths[1], render_markdown(results))
+    return paths

@@ -1,0 +1,138 @@
+"""Start engine child processes, in parallel, each with a timeout, and collect what they wrote.
+
+The parent imports no framework. Each (engine, dtype) runs in its own process because
+Keras fixes its backend and JAX its float64 switch when first imported.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable, Deque, Dict, List, Optional, Tuple
+
+from compare.engines import ENGINES
+
+DEFAULT_TIMEOUT = 900.0
+STDERR_TAIL = 30
+
+
+@dataclasses.dataclass
+class EngineRun:
+    engine: str
+    dtype: str
+    status: str  # ok, unavailable, failed, timeout
+    reason: str = ""
+    facts: Optional[dict] = None
+    arrays_path: Optional[str] = None
+    seconds: float = 0.0
+    stderr_tail: List[str] = dataclasses.field(default_factory=list)
+
+    def arrays(self):
+        import numpy as np
+
+        return np.load(self.arrays_path) if self.arrays_path else None
+
+
+def child_environment(engine: str, dtype: str) -> Dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "PYTHONHASHSEED": "0",
+        "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's start-up chatter would bury the progress lines
+        "CUDA_VISIBLE_DEVICES": "",  # parity runs are on the CPU
+        "OMP_NUM_THREADS": "1",
+    })
+    env.update(ENGINES[engine].child_env(dtype))
+    return env
+
+
+def _run_child(engine: str, dtype: str, workdir: str, timeout: float,
+               progress: Callable[[str], None]) -> EngineRun:
+    out_dir = os.path.join(workdir, f"{engine}-{dtype}")
+    os.makedirs(out_dir, exist_ok=True)
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "compare.child", engine, dtype, out_dir],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=child_environment(engine, dtype), text=True, errors="replace", start_new_session=True,
+    )
+    tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL)
+
+    def pump() -> None:
+        for line in proc.stderr:
+            line = line.rstrip("\n")
+            tail.append(line)
+            if line.startswith(f"[{engine} "):
+                progress(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        reader.join(5)
+        return EngineRun(engine, dtype, "timeout", f"no result within {timeout:.0f} s",
+                         seconds=time.monotonic() - started, stderr_tail=list(tail))
+    reader.join(5)
+    seconds = time.monotonic() - started
+    facts_path = os.path.join(out_dir, "facts.json")
+    if code != 0 or not os.path.exists(facts_path):
+        reason = f"exited with status {code}" if code >= 0 else f"killed by signal {-code}"
+        return EngineRun(engine, dtype, "failed", reason, seconds=seconds, stderr_tail=list(tail))
+    try:
+        with open(facts_path) as f:
+            facts = json.load(f)
+    except (OSError, ValueError) as exc:
+        return EngineRun(engine, dtype, "failed", f"unreadable result: {exc}", seconds=seconds,
+                         stderr_tail=list(tail))
+    return EngineRun(engine, dtype, "ok", facts=facts, arrays_path=os.path.join(out_dir, "arrays.npz"),
+                     seconds=seconds, stderr_tail=list(tail))
+
+
+def run_engines(engines: List[str], dtypes: List[str], workdir: str, jobs: Optional[int] = None,
+                timeout: float = DEFAULT_TIMEOUT,
+                progress: Callable[[str], None] = lambda line: None) -> Dict[Tuple[str, str], EngineRun]:
+    """Run every (engine, dtype) pair; an engine that is not installed is reported, not run."""
+    runs: Dict[Tuple[str, str], EngineRun] = {}
+    todo = []
+    for engine in engines:
+        spec = ENGINES[engine]
+        missing = spec.missing()
+        for dtype in dtypes:
+            if missing:
+                runs[(engine, dtype)] = EngineRun(
+                    engine, dtype, "unavailable",
+                    f"{', '.join(missing)} not installed; install with: {spec.install}")
+            else:
+                todo.append((engine, dtype))
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    lock = threading.Lock()
+    queue = list(todo)
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                engine, dtype = queue.pop(0)
+            progress(f"[{engine} {dtype}] starting")
+            run = _run_child(engine, dtype, workdir, timeout, progress)
+            if run.status != "ok":
+                progress(f"[{engine} {dtype}] {run.status}: {run.reason}")
+            with lock:
+                runs[(engine, dtype)] = run
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(jobs, len(todo)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {key: runs[key] for key in sorted(runs, key=lambda k: (list(ENGINES).index(k[0]), k[1]))}
