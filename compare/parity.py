@@ -45,15 +45,19 @@ RULES = {
 }
 
 
+PROMOTION_PROBE = "keras.backend.result_type('float64', 'float32')"
+
+
 def precision_rule(engine: str, dtype: str, facts: dict) -> Optional[str]:
-    """The rule that caps this engine's precision below ``dtype``, measured by the BN probe:
-    a float64 BN whose moving variance misses numpy's by more than float64 rounding."""
+    """The rule that caps this engine's precision below ``dtype``: applied only where both
+    the symptom (a float64 BN whose moving variance lies on the float32 grid) and the
+    op-level cause (Keras promoting float64 to float32) were measured. A loss of
+    precision without that evidence is not excused: it fails the float64 tolerance."""
     if dtype != "float64":
         return None
-    probe = facts["bn_estimator"]
-    if min(probe["error_vs_biased"], probe["error_vs_unbiased"]) > 1e-12:
-        return "keras-float64-to-float32"
-    return None
+    symptom = facts["bn_estimator"]["on_float32_grid"]
+    cause = facts.get("precision_probes", {}).get(PROMOTION_PROBE) == "float32"
+    return "keras-float64-to-float32" if symptom and cause else None
 
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:

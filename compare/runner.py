@@ -49,6 +49,9 @@ def child_environment(engine: str, dtype: str) -> Dict[str, str]:
         "OMP_NUM_THREADS": "1",
     })
     env.update(ENGINES[engine].child_env(dtype))
+    # the child imports this very copy of compare, installed or not
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     return env
 
 

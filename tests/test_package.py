@@ -1,0 +1,73 @@
+"""The package itself: no framework on import, the engine registry, the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from compare.engines import ENGINES, EngineSpec
+from compare.runner import run_engines
+
+FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "jaxlib", "tf_keras")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args, **kwargs):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "compare", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, **kwargs)
+
+
+def test_importing_compare_imports_no_framework():
+    code = ("import sys, compare, compare.cli, compare.engines, compare.model, compare.parity, "
+            "compare.program, compare.report, compare.runner; "
+            f"print([m for m in {FRAMEWORKS!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_missing_framework_is_reported_unavailable_with_install_command(tmp_path, monkeypatch):
+    fake = EngineSpec("torch", "compare.engines.torch.engine", ("no_such_framework_xyz",), ("torch",))
+    monkeypatch.setitem(ENGINES, "torch", fake)
+    runs = run_engines(["torch"], ["float64"], str(tmp_path))
+    run = runs[("torch", "float64")]
+    assert run.status == "unavailable"
+    assert "no_such_framework_xyz not installed" in run.reason and "pip install 'compare[torch]'" in run.reason
+
+
+def test_unknown_engine_is_a_one_line_usage_error(tmp_path):
+    out = run_cli("report", "--out", str(tmp_path), "--engines", "torch,pytorch-lightning")
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "unknown engine pytorch-lightning" in out.stderr
+    assert "keras-jax" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_unwritable_output_folder_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = run_cli("report", "--out", str(blocker / "sub"), "--engines", "torch")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "cannot write" in out.stderr
+
+
+def test_list_names_every_engine():
+    out = run_cli("list")
+    assert out.returncode == 0
+    for engine in ENGINES:
+        assert engine in out.stdout
+
+
+def test_report_writes_results_and_markdown(tmp_path):
+    if ENGINES["torch"].missing():
+        pytest.skip("torch not installed")
+    out = run_cli("report", "--out", str(tmp_path), "--engines", "torch", "--dtype", "float64", "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["schema"] == "compare.results/1"
+    assert set(results) >= {"environment", "engines", "results", "parity"}
+    assert results["engines"]["torch"]["runs"]["float64"]["status"] == "ok"
+    assert "## Parity with PyTorch" in (tmp_path / "REPORT.md").read_text()
