@@ -137,4 +137,24 @@ def run_program(engine: Engine, dtype: str, progress: Callable[[str], None]) -> 
         facts["configs"][config.name] = config_facts
         arrays.update(config_arrays)
     facts["bn_layers"] = bn_layers()
+    if dtype == SCENARIO_DTYPE:
+        facts["observations"] = run_scenarios(engine, progress)
     return facts, arrays
+
+
+SCENARIO_DTYPE = "float32"  # what users train in; "changed" is bit-exact in any dtype
+
+
+def run_scenarios(engine: Engine, progress: Callable[[str], None]) -> List[dict]:
+    from compare.observe import observe
+    from compare.scenarios import catalog
+
+    observations = []
+    for scenario in catalog().values():
+        if engine.id not in scenario.implementations:
+            continue
+        progress(f"scenario {scenario.id}")
+        for init in scenario.inits:
+            for variant in scenario.variants:
+                observations.append(observe(engine, scenario, init, variant))
+    return observations

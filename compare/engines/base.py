@@ -7,7 +7,7 @@ canonical names and layouts (see ``compare.model``).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -55,6 +55,15 @@ class Engine:
         batch ``x`` (N, C, H, W) with the new batch weighted fully (momentum chosen so).
         Shows which variance estimator the engine's BN keeps."""
         raise NotImplementedError
+
+    def inputs(self, batch: Arrays) -> tuple:
+        """(real, z, y_real, y_fake) as the framework's tensors, in its own layout."""
+        raise NotImplementedError
+
+    def grad_states(self, gan: Any) -> Optional[Dict[str, str]]:
+        """Per trainable tensor: what its gradient slot holds (none, zero, nonzero), for
+        frameworks that keep gradients on tensors; None for those that do not."""
+        return None
 
     def precision_probes(self) -> Dict[str, Any]:
         """Op-level facts about precision: where a framework quietly leaves the chosen dtype."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import torch
 
+from compare.engines.base import grad_state
 from compare.engines.keras_common.engine import KerasEngine
 
 
@@ -16,6 +17,11 @@ class KerasTorchEngine(KerasEngine):
     def setup(self, dtype: str) -> None:
         torch.set_num_threads(1)
         super().setup(dtype)
+
+    def grad_states(self, gan):
+        # every parameter, trainable now or not: a frozen layer's slot is part of the answer
+        return {name: grad_state(None if v.value.grad is None else v.value.grad.cpu().numpy())
+                for name, v in self.canonical_variables(gan) if ".moving_" not in name}
 
     def iteration(self, gan, batch, step: bool = True):
         G, D, loss_func = gan.G, gan.D, gan.loss

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compare.engines.base import Arrays, Engine
+from compare.engines.base import Arrays, Engine, grad_state
 from compare.model import Config, adam_epsilon, bn_settings
 
 # canonical layer name -> index in the nn.Sequential of its network
@@ -142,6 +142,15 @@ class TorchEngine(Engine):
     def tensor(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(x, dtype=self.dtype)
 
+    def inputs(self, batch: Arrays):
+        real, z = self.tensor(batch["real"]), self.tensor(batch["z"])
+        n = real.size(0)
+        return real, z, torch.ones(n, 1, dtype=self.dtype), torch.zeros(n, 1, dtype=self.dtype)
+
+    def grad_states(self, gan: Gan):
+        return {canonical_name(net, n): grad_state(None if p.grad is None else p.grad.numpy())
+                for net in ("G", "D") for n, p in gan.module(net).named_parameters()}
+
     def forward(self, gan: Gan, net: str, x: np.ndarray, training: bool) -> np.ndarray:
         module = gan.module(net)
         module.train(training)
@@ -152,9 +161,7 @@ class TorchEngine(Engine):
 
     def iteration(self, gan: Gan, batch: Arrays, step: bool = True):
         G, D, loss_func = gan.G, gan.D, gan.loss
-        real, z = self.tensor(batch["real"]), self.tensor(batch["z"])
-        y_real = torch.ones(real.size(0), 1, dtype=self.dtype)
-        y_fake = torch.zeros(real.size(0), 1, dtype=self.dtype)
+        real, z, y_real, y_fake = self.inputs(batch)
         # --- canonical iteration: begin ---
         D.zero_grad()
         errD_real = loss_func(D(real), y_real)

@@ -1,0 +1,158 @@
+"""The scenario catalog: the single source of truth for the runner, the report and the tests.
+
+A scenario is one training-step idiom: an id, the question it answers, its sources, the
+claims it tests, and one implementation per engine (or the reason it does not apply).
+Implementations are plain functions of a ``Context`` (see ``compare.observe``), written
+as a user of that framework would write them; they import their framework inside the
+function, so the catalog itself can be imported without any framework. The report quotes
+the implementations' source, so what it shows is the code that ran.
+
+Claims are what a source says, as a predicate on the observation; their verdicts come
+from runs, never from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import textwrap
+from typing import Callable, Dict, List, Optional, Sequence
+
+ENGINE_IDS = ("torch", "keras-tensorflow", "keras-jax", "keras-torch", "tf-keras")
+KERAS_IDS = ("keras-tensorflow", "keras-jax", "keras-torch", "tf-keras")
+MODULES = ("compare.scenarios.scope", "compare.scenarios.freeze", "compare.scenarios.detach")
+
+SOURCES = {
+    "article-1": "koshian, 'PyTorchでGANの訓練をするときにrequires_grad(trainable)の変更はいるのかどうか' "
+                 "(2019-09-24): is requires_grad switching needed when training a GAN in PyTorch?",
+    "article-2": "Qiita, 'GANの訓練ループでよく見るdetachは何をしている?': what does detach do in GAN loops?",
+    "inside-deep-learning": "Inside Deep Learning, GAN notebook comment quoted in article-2: "
+                            "'Why do we detach here? Because we don't want the gradient to impact G.'",
+    "pytorch-dcgan": "PyTorch examples, dcgan/main.py: optimizerD / optimizerG, fake.detach() in the D step",
+    "torch-docs-zero-grad": "PyTorch docs, torch.optim.Optimizer.zero_grad(set_to_none=True): "
+                            "parameters whose .grad is None are skipped by step()",
+    "torch-docs-backward": "PyTorch docs, torch.Tensor.backward(retain_graph=False): the graph is freed "
+                           "after backward unless retain_graph=True",
+    "keras-docs-trainable": "Keras guide 'Transfer learning & fine-tuning': trainable=False moves weights "
+                            "to non_trainable_weights; BatchNormalization with trainable=False runs in "
+                            "inference mode",
+    "keras-2-compile-note": "Keras 2 FAQ / Model.compile docs: changes to trainable take effect only "
+                            "after compile() is called again",
+    "keras-3-trainable": "Keras 3 docs, Layer.trainable: settable at any time; compiled train functions "
+                         "are rebuilt when it changes",
+    "keras-gan-example": "Keras examples, 'DCGAN to generate face images': custom train_step with two "
+                         "GradientTapes and one optimizer per model",
+    "tf-docs-gradient-tape": "TensorFlow docs, tf.GradientTape: a non-persistent tape can compute "
+                             "gradients once; persistent=True allows several calls",
+}
+
+
+@dataclasses.dataclass
+class Claim:
+    id: str
+    text: str
+    source: str
+    holds: Callable[["Observed"], bool]  # the prediction, evaluated on an observation
+    engines: Sequence[str] = ENGINE_IDS  # the engines the claim speaks about
+    inits: Sequence[str] = ("constant", "random")  # the initialisations it speaks about
+    variants: Optional[Sequence[str]] = None  # the variants it speaks about (None: all)
+
+
+@dataclasses.dataclass
+class Scenario:
+    id: str
+    question: str
+    sources: Sequence[str]
+    claims: List[Claim] = dataclasses.field(default_factory=list)
+    implementations: Dict[str, Callable] = dataclasses.field(default_factory=dict)
+    not_applicable: Dict[str, str] = dataclasses.field(default_factory=dict)
+    inits: Sequence[str] = ("constant", "random")
+    variants: Sequence[str] = ("",)  # one run per variant; the implementation reads ctx.variant
+    dtype: str = "float32"
+
+    def implement(self, *engines: str):
+        """Decorator: the function is this scenario's implementation on ``engines``."""
+        def register(fn: Callable) -> Callable:
+            for engine in engines:
+                assert engine in ENGINE_IDS, engine
+                self.implementations[engine] = fn
+            return fn
+        return register
+
+    def source_code(self, engine: str) -> Optional[str]:
+        fn = self.implementations.get(engine)
+        return textwrap.dedent(inspect.getsource(fn)) if fn else None
+
+    def status_without_run(self, engine: str) -> Optional[str]:
+        if engine in self.implementations:
+            return None
+        return self.not_applicable.get(engine, "no implementation for this engine")
+
+
+class Observed:
+    """Read-only view of one observation for claim predicates; ``peer`` reads the same
+    engine's observation of another scenario (same init and variant unless given)."""
+
+    def __init__(self, record: dict, records: Sequence[dict] = ()):
+        self.record = record
+        self.records = records
+
+    def peer(self, scenario: str, variant: Optional[str] = None) -> "Observed":
+        r = self.record
+        want = r["variant"] if variant is None else variant
+        match = next(x for x in self.records if x["scenario"] == scenario and x["engine"] == r["engine"]
+                     and x["init"] == r["init"] and x["variant"] == want)
+        return Observed(match, self.records)
+
+    def moved(self, net: str, kind: str = "params", step: Optional[str] = None) -> List[str]:
+        changed = self.record["changed"] if step is None else self.step(step)["changed"]
+        return changed[net][kind]
+
+    def step(self, label: str) -> dict:
+        return next(s for s in self.record["steps"] if s["label"] == label)
+
+    @property
+    def error(self) -> Optional[dict]:
+        return self.record.get("error")
+
+    def value(self, key: str):
+        return self.record["values"][key]
+
+
+_CATALOG: Dict[str, Scenario] = {}
+
+
+def register(scenario: Scenario) -> Scenario:
+    assert scenario.id not in _CATALOG, f"duplicate scenario {scenario.id}"
+    _CATALOG[scenario.id] = scenario
+    return scenario
+
+
+def catalog() -> Dict[str, Scenario]:
+    """Every scenario, in catalog order. Importing the modules imports no framework."""
+    for module in MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+    return dict(_CATALOG)
+
+
+def verdicts(scenario: Scenario, record: dict, records: Sequence[dict] = ()) -> List[dict]:
+    """Each claim's verdict on one observation: holds, does-not-hold, or not-applicable
+    (the claim does not speak about this engine, init or variant, or the run failed)."""
+    out = []
+    for claim in scenario.claims:
+        applies = (record["engine"] in claim.engines and record["init"] in claim.inits
+                   and (claim.variants is None or record["variant"] in claim.variants))
+        if not applies or record["status"] not in ("ok", "raised"):
+            verdict = "not-applicable"
+        else:
+            try:
+                verdict = "holds" if claim.holds(Observed(record, records)) else "does-not-hold"
+            except StopIteration:  # a peer observation it needs is missing
+                verdict = "not-applicable"
+        out.append({"claim": claim.id, "text": claim.text, "source": claim.source, "verdict": verdict})
+    return out
