@@ -1,4 +1,5 @@
-"""Entry point of an engine's child process: ``python -m compare.child ENGINE DTYPE OUT_DIR``.
+"""Entry point of an engine's child process:
+``python -m compare.child ENGINE DTYPE OUT_DIR [--scenarios ID,ID] [--no-parity]``.
 
 Writes ``OUT_DIR/facts.json`` and ``OUT_DIR/arrays.npz``, each complete or not at all,
 and reports progress on stderr. Its framework is imported here and nowhere else.
@@ -6,6 +7,7 @@ and reports progress on stderr. Its framework is imported here and nowhere else.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import os
@@ -15,9 +17,19 @@ import traceback
 
 import numpy as np
 
+from compare import faults
+
 
 def main(argv) -> int:
-    engine_id, dtype, out_dir = argv
+    parser = argparse.ArgumentParser(prog="compare.child")
+    parser.add_argument("engine")
+    parser.add_argument("dtype")
+    parser.add_argument("out_dir")
+    parser.add_argument("--scenarios", help="comma-separated scenario ids (default: all)")
+    parser.add_argument("--no-parity", action="store_true")
+    args = parser.parse_args(argv)
+    engine_id, dtype, out_dir = args.engine, args.dtype, args.out_dir
+    faults.inject(engine_id, "start", out_dir)
     from compare.engines import ENGINES
     from compare.program import run_program
 
@@ -29,13 +41,15 @@ def main(argv) -> int:
 
     progress("importing framework")
     engine = importlib.import_module(spec.module).ENGINE
-    facts, arrays = run_program(engine, dtype, progress)
+    facts, arrays = run_program(engine, dtype, progress, parity=not args.no_parity,
+                                scenarios=args.scenarios.split(",") if args.scenarios else None)
     facts["seconds"] = time.monotonic() - started
     np.savez(os.path.join(out_dir, "arrays.tmp.npz"), **arrays)
     os.replace(os.path.join(out_dir, "arrays.tmp.npz"), os.path.join(out_dir, "arrays.npz"))
     with open(os.path.join(out_dir, "facts.tmp.json"), "w") as f:
         json.dump(facts, f)
     os.replace(os.path.join(out_dir, "facts.tmp.json"), os.path.join(out_dir, "facts.json"))
+    faults.inject(engine_id, "end", out_dir)
     progress("done")
     return 0
 

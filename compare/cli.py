@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -39,12 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--timeout", type=float, default=900.0, help="seconds per engine process (default 900)")
     report.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
-    sub.add_parser("list", help="the engines and whether each is installed")
+    sub.add_parser("list", help="the engines (installed or not) and the scenarios")
+
+    run = sub.add_parser("run", help="run one scenario and print what it did, as a table")
+    run.add_argument("scenario", help="a scenario id (see `compare list`)")
+    run.add_argument("--engines", help="comma-separated engine ids (default: all)")
+    run.add_argument("--timeout", type=float, default=900.0, help="seconds per engine process (default 900)")
+    run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+    diff = sub.add_parser("diff", help="what changed between two results.json files (exit 1 if anything did)")
+    diff.add_argument("old")
+    diff.add_argument("new")
     return parser
 
 
 def cmd_list() -> int:
     from tabulate import tabulate
+
+    from compare.scenarios import catalog
 
     rows = []
     for engine, spec in ENGINES.items():
@@ -53,7 +66,76 @@ def cmd_list() -> int:
         rows.append([engine, spec.description, "yes" if not missing else "no", versions,
                      "" if not missing else spec.install])
     print(tabulate(rows, ["engine", "framework", "installed", "versions", "install"], tablefmt="github"))
+    print()
+    rows = [[s.id, ", ".join(e for e in ENGINES if e in s.implementations), s.question] for s in catalog().values()]
+    print(tabulate(rows, ["scenario", "engines", "question"], tablefmt="github", maxcolwidths=[None, 30, 70]))
     return 0
+
+
+def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from tabulate import tabulate
+
+    from compare.observations import collect
+    from compare.report import moved_cell
+    from compare.runner import run_engines
+    from compare.scenarios import catalog
+
+    scenarios = catalog()
+    if args.scenario not in scenarios:
+        parser.error(f"unknown scenario {args.scenario}; valid scenarios: {', '.join(scenarios)}")
+    try:
+        engines = parse_engines(args.engines)
+    except ValueError as exc:
+        parser.error(str(exc))
+    scenario = scenarios[args.scenario]
+    wanted = [e for e in engines if e in scenario.implementations]
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="compare-") as workdir:
+        runs = run_engines(wanted, [scenario.dtype], workdir, timeout=args.timeout, progress=progress,
+                           parity=False, scenarios=[scenario.id])
+        records = collect(engines, runs, only=[scenario.id])
+    print(f"{scenario.id}: {scenario.question}\n")
+    rows = []
+    for r in records:
+        where = r["init"] + (f" [{r['variant']}]" if r["variant"] else "")
+        if r["status"] in ("not-applicable", "unavailable", "failed"):
+            rows.append([r["engine"], where, "", r["status"], r.get("reason") or (r.get("error") or {}).get("message")])
+            continue
+        for step in r["steps"]:
+            moved = "; ".join(f"{net} {kind}" for net in ("G", "D") for kind in ("params", "state")
+                              if step["changed"][net][kind])
+            error = step.get("error")
+            rows.append([r["engine"], where, step["label"], moved or "nothing",
+                         f"{error['type']}: {error['message'][:100]}" if error else ""])
+        rows.append([r["engine"], where, "overall", moved_cell(r), ""])
+    print(tabulate(rows, ["engine", "init", "step", "changed", "exception"], tablefmt="github"))
+    verdicts = [[r["engine"], r["init"], c["claim"], c["verdict"]] for r in records for c in r.get("claims", [])
+                if c["verdict"] != "not-applicable"]
+    if verdicts:
+        print()
+        print(tabulate(verdicts, ["engine", "init", "claim", "verdict"], tablefmt="github"))
+    return 1 if any(r["status"] == "failed" for r in records) else 0
+
+
+def cmd_diff(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from tabulate import tabulate
+
+    from compare.diff import ResultsError, changes, load
+
+    try:
+        found = changes(load(args.old), load(args.new))
+    except ResultsError as exc:
+        print(f"compare diff: error: {exc}", file=sys.stderr)
+        return 2
+    if not found:
+        print("no observation, claim verdict or parity verdict changed")
+        return 0
+    print(tabulate(found, ["kind", "where", "change"], tablefmt="github", maxcolwidths=[None, 60, 90]))
+    return 1
 
 
 def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -83,13 +165,15 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         engines = [REFERENCE] + engines
 
     from compare import parity, report
+    from compare.observations import collect
     from compare.runner import run_engines
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="compare-") as workdir:
         runs = run_engines(engines, dtypes, workdir, jobs=args.jobs, timeout=args.timeout, progress=progress)
         records = parity.compare_runs(runs)
-        results = report.build_results(engines, dtypes, runs, records)
+        observations = collect(engines, runs)
+        results = report.build_results(engines, dtypes, runs, records, observations)
     paths = report.write_report(out_dir, results)
     incomplete = [f"{e} {d}: {r.status} ({r.reason})" for (e, d), r in runs.items() if r.status in ("failed", "timeout")]
     failing = [r for r in records if r["config"] == "parity" and not r["holds"]]
@@ -101,13 +185,20 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     return 1 if incomplete or failing else 0
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "list":
-        return cmd_list()
+    signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops a run the way Ctrl-C does
+    commands = {"list": lambda a, p: cmd_list(), "diff": cmd_diff, "run": cmd_run, "report": cmd_report}
     try:
-        return cmd_report(args, parser)
+        return commands[args.command](args, parser)
     except KeyboardInterrupt:
         print("compare: interrupted; earlier report files are untouched", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. head, which stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -7,7 +7,8 @@ from the records, after every engine has reported.
 
 from __future__ import annotations
 
-from typing import Dict, List
+import re
+from typing import Dict, List, Optional, Tuple
 
 from compare.program import SCENARIO_DTYPE
 from compare.scenarios import catalog, verdicts
@@ -19,9 +20,11 @@ def placeholder(scenario, engine: str, init: str, variant: str, status: str, rea
             "changed": None, "steps": [], "values": {}}
 
 
-def collect(engines: List[str], runs: Dict) -> List[dict]:
+def collect(engines: List[str], runs: Dict, only: Optional[List[str]] = None) -> List[dict]:
     records: List[dict] = []
     for scenario in catalog().values():
+        if only is not None and scenario.id not in only:
+            continue
         for engine in engines:
             run = runs.get((engine, SCENARIO_DTYPE))
             observed = {}
@@ -48,3 +51,45 @@ def collect(engines: List[str], runs: Dict) -> List[dict]:
     for record in records:
         record["claims"] = verdicts(by_id[record["scenario"]], record, records)
     return records
+
+
+Key = Tuple[str, str, str, str]
+
+
+def key(record: dict) -> Key:
+    return record["scenario"], record["engine"], record["init"], record["variant"]
+
+
+def message_fragment(message: str) -> str:
+    """The stable part of an exception message: memory addresses removed, length capped."""
+    return re.sub(r"0x[0-9a-f]+", "0x?", message)[:200]
+
+
+def semantics(record: dict) -> dict:
+    """What counts as the observed behaviour: status, exception, and which tensors changed,
+    overall and per step (with gradient slots where the framework keeps them). Timings,
+    losses and other values are left out: they are measurements, not semantics."""
+    error = record.get("error")
+    return {
+        "status": record["status"],
+        "error": None if not error else (error["type"], message_fragment(error.get("message", ""))),
+        "changed": record.get("changed"),
+        "steps": [(s["label"], s["changed"], s.get("grads"),
+                   None if "error" not in s else (s["error"]["type"], message_fragment(s["error"]["message"])))
+                  for s in record.get("steps", [])],
+    }
+
+
+def describe_change(old: dict, new: dict) -> Optional[str]:
+    """One line saying how two observations of the same thing differ; None if they agree."""
+    a, b = semantics(old), semantics(new)
+    lines = []
+    for field in ("status", "error", "changed"):
+        if a[field] != b[field]:
+            lines.append(f"{field}: was {a[field]}, now {b[field]}")
+    for i, (x, y) in enumerate(zip(a["steps"], b["steps"])):
+        if x != y:
+            lines.append(f"step {i} ({y[0]}): was {x[1:]}, now {y[1:]}")
+    if len(a["steps"]) != len(b["steps"]):
+        lines.append(f"{len(a['steps'])} steps before, {len(b['steps'])} now")
+    return "; ".join(lines) or None

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from compare import faults
 from compare.engines.base import Arrays, Engine
 from compare.model import ARTICLE, Config, initial_weights, make_batches
 
@@ -98,6 +99,8 @@ def observe(engine: Engine, scenario, init: str, variant: str = "") -> dict:
     ctx = None
     try:
         ctx = Context(engine, INIT_CONFIGS[init], make_batches(1)[0], variant)
+        if faults.scenario_should_break(engine.id, scenario.id):
+            raise RuntimeError("injected failure in the scenario's own code")
         scenario.implementations[engine.id](ctx)
         record["changed"] = ctx.changed()
         record["digests"] = digests(ctx.snapshot(), ctx.trainable)

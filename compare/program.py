@@ -10,7 +10,7 @@ forward (training and inference mode), gradients, one iteration, ten iterations.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -123,7 +123,10 @@ def bn_estimator_probe(engine: Engine) -> dict:
             "on_float32_grid": bool(np.all(kept == kept.astype(np.float32).astype(np.float64)))}
 
 
-def run_program(engine: Engine, dtype: str, progress: Callable[[str], None]) -> Tuple[dict, Arrays]:
+def run_program(engine: Engine, dtype: str, progress: Callable[[str], None], parity: bool = True,
+                scenarios: Optional[List[str]] = None) -> Tuple[dict, Arrays]:
+    """The parity stages (unless ``parity`` is false) and, in float32, the scenarios
+    (all, or the ids in ``scenarios``)."""
     engine.setup(dtype)
     facts: dict = {"versions": engine.versions(), "dtype": dtype, "configs": {}}
     facts["bn_estimator"] = bn_estimator_probe(engine)
@@ -131,27 +134,28 @@ def run_program(engine: Engine, dtype: str, progress: Callable[[str], None]) -> 
     probe_gan = engine.build(PARITY, initial_weights(PARITY))
     facts["computed_dtypes"] = engine.computed_dtypes(probe_gan, make_batches(1)[0])
     arrays: Arrays = {}
-    for config in configs():
+    for config in configs() if parity else []:
         progress(f"{config.name}: build")
         config_facts, config_arrays = run_config(engine, config, dtype, progress)
         facts["configs"][config.name] = config_facts
         arrays.update(config_arrays)
     facts["bn_layers"] = bn_layers()
     if dtype == SCENARIO_DTYPE:
-        facts["observations"] = run_scenarios(engine, progress)
+        facts["observations"] = run_scenarios(engine, progress, scenarios)
     return facts, arrays
 
 
 SCENARIO_DTYPE = "float32"  # what users train in; "changed" is bit-exact in any dtype
 
 
-def run_scenarios(engine: Engine, progress: Callable[[str], None]) -> List[dict]:
+def run_scenarios(engine: Engine, progress: Callable[[str], None],
+                  only: Optional[List[str]] = None) -> List[dict]:
     from compare.observe import observe
     from compare.scenarios import catalog
 
     observations = []
     for scenario in catalog().values():
-        if engine.id not in scenario.implementations:
+        if engine.id not in scenario.implementations or (only is not None and scenario.id not in only):
             continue
         progress(f"scenario {scenario.id}")
         for init in scenario.inits:

@@ -56,7 +56,8 @@ def clean(value):
     return value
 
 
-def build_results(engines: List[str], dtypes: List[str], runs: Dict, records: List[dict]) -> dict:
+def build_results(engines: List[str], dtypes: List[str], runs: Dict, records: List[dict],
+                  observations: List[dict]) -> dict:
     engine_info = {}
     for engine in engines:
         spec = ENGINES[engine]
@@ -88,7 +89,7 @@ def build_results(engines: List[str], dtypes: List[str], runs: Dict, records: Li
         "dtypes": dtypes,
         "reference": REFERENCE,
         "engines": engine_info,
-        "results": [],
+        "results": observations,
         "configs": {PARITY.name: PARITY.to_json()} | {name: c.to_json() for name, (c, _) in PITFALLS.items()},
         "tolerances": TOLERANCE,
         "rules": {rule: RULES[rule] for rule in applied},
@@ -198,6 +199,119 @@ def pitfalls_section(results: dict) -> str:
     return tabulate(rows, headers, tablefmt="github")
 
 
+def moved_cell(record: dict) -> str:
+    """What one observation did, in a few characters: which networks' parameters moved,
+    and whose state alone moved (in brackets)."""
+    status = record["status"]
+    if status == "not-applicable":
+        return "n/a"
+    if status in ("unavailable", "failed"):
+        return status
+    changed = record["changed"]
+    params = [net for net in ("G", "D") if changed[net]["params"]]
+    state = [net for net in ("G", "D") if changed[net]["state"] and not changed[net]["params"]]
+    text = "+".join(params) if params else "none"
+    if state:
+        text += f" ({'+'.join(state)} state)"
+    if status == "raised":
+        text += f", raised {record['error']['type']}"
+    return text
+
+
+def summarise_value(value) -> str:
+    if isinstance(value, list):
+        distinct = sorted({round(v, 4) for v in value if isinstance(v, (int, float))})
+        return ", ".join(f"{v:.4f}" for v in distinct[:4]) + (" ..." if len(distinct) > 4 else "")
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def scenario_matrix(results: dict, engines: List[str]) -> str:
+    from compare.scenarios import catalog
+
+    rows = []
+    for scenario in catalog().values():
+        for variant in scenario.variants:
+            line = [scenario.id + (f" [{variant}]" if variant else "")]
+            for engine in engines:
+                cells = []
+                for init in scenario.inits:
+                    record = find_record(results, scenario.id, engine, init, variant)
+                    cells.append(moved_cell(record) if record else "missing")
+                line.append(cells[0] if len(set(cells)) == 1 else
+                            "; ".join(f"{init}: {c}" for init, c in zip(scenario.inits, cells)))
+            rows.append(line)
+    return tabulate(rows, ["scenario"] + engines, tablefmt="github")
+
+
+def find_record(results: dict, scenario: str, engine: str, init: str, variant: str):
+    return next((r for r in results["results"] if r["scenario"] == scenario and r["engine"] == engine
+                 and r["init"] == init and r["variant"] == variant), None)
+
+
+def claim_verdicts(results: dict, scenario, engine: str, claim_id: str) -> str:
+    seen = {}
+    for record in results["results"]:
+        if record["scenario"] == scenario.id and record["engine"] == engine:
+            for verdict in record.get("claims", []):
+                if verdict["claim"] == claim_id and verdict["verdict"] != "not-applicable":
+                    key = record["init"] + (f" {record['variant']}" if record["variant"] else "")
+                    seen[key] = verdict["verdict"]
+    if not seen:
+        return "n/a"
+    if len(set(seen.values())) == 1:
+        return next(iter(seen.values()))
+    return "; ".join(f"{k}: {v}" for k, v in seen.items())
+
+
+def scenario_sections(results: dict, engines: List[str]) -> List[str]:
+    from compare.scenarios import SOURCES, catalog
+
+    out = []
+    for scenario in catalog().values():
+        out += [f"### {scenario.id}", "", scenario.question, "",
+                "Sources: " + "; ".join(SOURCES.get(s, s) for s in scenario.sources), ""]
+        if scenario.claims:
+            rows = [[c.text, c.source] + [claim_verdicts(results, scenario, e, c.id) for e in engines]
+                    for c in scenario.claims]
+            out += [tabulate(rows, ["claim", "source"] + engines, tablefmt="github"), ""]
+        rows = []
+        for engine in engines:
+            for record in results["results"]:
+                if record["scenario"] != scenario.id or record["engine"] != engine:
+                    continue
+                if record["status"] in ("not-applicable", "unavailable", "failed"):
+                    if record["init"] == scenario.inits[0] and record["variant"] == scenario.variants[0]:
+                        rows.append([engine, "", "", record["status"], record.get("reason") or
+                                     (record.get("error") or {}).get("message", "")])
+                    continue
+                label = record["init"] + (f" [{record['variant']}]" if record["variant"] else "")
+                for step in record["steps"]:
+                    changed = step["changed"]
+                    moved = "; ".join(f"{net} {kind}: {', '.join(n.split('.', 1)[1] for n in changed[net][kind])}"
+                                      for net in ("G", "D") for kind in ("params", "state") if changed[net][kind])
+                    error = step.get("error")
+                    rows.append([engine, label, step["label"], moved or "nothing",
+                                 f"{error['type']}: {error['message'][:160]}" if error else ""])
+        out += [tabulate(rows, ["engine", "init", "step", "tensors that changed", "exception"],
+                         tablefmt="github"), ""]
+        values = []
+        for engine in engines:
+            for record in results["results"]:
+                if record["scenario"] == scenario.id and record["engine"] == engine and record["values"]:
+                    label = record["init"] + (f" [{record['variant']}]" if record["variant"] else "")
+                    values.append([engine, label, "; ".join(f"{k} = {summarise_value(v)}"
+                                                            for k, v in record["values"].items())])
+        if values:
+            out += [tabulate(values, ["engine", "init", "recorded values"], tablefmt="github"), ""]
+        code = [f"<details><summary>{engine}</summary>\n\n```python\n{scenario.source_code(engine)}```\n\n</details>"
+                for engine in engines if scenario.source_code(engine)]
+        if code:
+            out += ["The code that ran:", ""] + code + [""]
+    return out
+
+
 def render_markdown(results: dict) -> str:
     env = results["environment"]
     parity = results["configs"][PARITY.name]
@@ -218,6 +332,20 @@ def render_markdown(results: dict) -> str:
     ]
     if incomplete:
         parts += [f"**Incomplete run**: {', '.join(incomplete)} produced no result.", ""]
+    engines = list(results["engines"])
+    if results["results"]:
+        parts += [
+            "## Scenarios",
+            "",
+            "Each cell: whose parameters changed (bit for bit) over the whole scenario, whose state alone "
+            "changed in brackets, and the exception where the idiom raised. Scenarios run in float32 from "
+            "the article's constant initialisation and from seeded random weights; a cell shows both where "
+            "they differ.",
+            "",
+            scenario_matrix(results, engines),
+            "",
+        ]
+        parts += scenario_sections(results, engines)
     parts += [
         "## Parity with PyTorch",
         "",

@@ -55,16 +55,17 @@ def child_environment(engine: str, dtype: str) -> Dict[str, str]:
     return env
 
 
-def _run_child(engine: str, dtype: str, workdir: str, timeout: float,
-               progress: Callable[[str], None]) -> EngineRun:
+def _run_child(engine: str, dtype: str, workdir: str, timeout: float, progress: Callable[[str], None],
+               live: Dict[int, subprocess.Popen], options: List[str]) -> EngineRun:
     out_dir = os.path.join(workdir, f"{engine}-{dtype}")
     os.makedirs(out_dir, exist_ok=True)
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "compare.child", engine, dtype, out_dir],
+        [sys.executable, "-m", "compare.child", engine, dtype, out_dir, *options],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         env=child_environment(engine, dtype), text=True, errors="replace", start_new_session=True,
     )
+    live[proc.pid] = proc
     tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL)
 
     def pump() -> None:
@@ -79,11 +80,12 @@ def _run_child(engine: str, dtype: str, workdir: str, timeout: float,
     try:
         code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill(proc)
         reader.join(5)
         return EngineRun(engine, dtype, "timeout", f"no result within {timeout:.0f} s",
                          seconds=time.monotonic() - started, stderr_tail=list(tail))
+    finally:
+        live.pop(proc.pid, None)
     reader.join(5)
     seconds = time.monotonic() - started
     facts_path = os.path.join(out_dir, "facts.json")
@@ -93,6 +95,7 @@ def _run_child(engine: str, dtype: str, workdir: str, timeout: float,
     try:
         with open(facts_path) as f:
             facts = json.load(f)
+        check_facts(facts)
     except (OSError, ValueError) as exc:
         return EngineRun(engine, dtype, "failed", f"unreadable result: {exc}", seconds=seconds,
                          stderr_tail=list(tail))
@@ -100,10 +103,30 @@ def _run_child(engine: str, dtype: str, workdir: str, timeout: float,
                      seconds=seconds, stderr_tail=list(tail))
 
 
+def kill(proc: subprocess.Popen) -> None:
+    """Kill the child and anything it started (it leads its own process group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def check_facts(facts) -> None:
+    """A child's result must have the shape the parent reads; anything else is garbage."""
+    if not isinstance(facts, dict):
+        raise ValueError("not a JSON object")
+    for key, kind in (("versions", dict), ("configs", dict), ("bn_estimator", dict), ("dtype", str)):
+        if not isinstance(facts.get(key), kind):
+            raise ValueError(f"missing or malformed field {key!r}")
+
+
 def run_engines(engines: List[str], dtypes: List[str], workdir: str, jobs: Optional[int] = None,
-                timeout: float = DEFAULT_TIMEOUT,
-                progress: Callable[[str], None] = lambda line: None) -> Dict[Tuple[str, str], EngineRun]:
-    """Run every (engine, dtype) pair; an engine that is not installed is reported, not run."""
+                timeout: float = DEFAULT_TIMEOUT, progress: Callable[[str], None] = lambda line: None,
+                parity: bool = True, scenarios: Optional[List[str]] = None) -> Dict[Tuple[str, str], EngineRun]:
+    """Run every (engine, dtype) pair; an engine that is not installed is reported, not run.
+    ``parity=False`` skips the parity stages; ``scenarios`` limits the scenarios run."""
+    options = ([] if parity else ["--no-parity"]) + (["--scenarios", ",".join(scenarios)] if scenarios else [])
     runs: Dict[Tuple[str, str], EngineRun] = {}
     todo = []
     for engine in engines:
@@ -119,6 +142,7 @@ def run_engines(engines: List[str], dtypes: List[str], workdir: str, jobs: Optio
     jobs = max(1, jobs or os.cpu_count() or 1)
     lock = threading.Lock()
     queue = list(todo)
+    live: Dict[int, subprocess.Popen] = {}
 
     def worker() -> None:
         while True:
@@ -127,7 +151,7 @@ def run_engines(engines: List[str], dtypes: List[str], workdir: str, jobs: Optio
                     return
                 engine, dtype = queue.pop(0)
             progress(f"[{engine} {dtype}] starting")
-            run = _run_child(engine, dtype, workdir, timeout, progress)
+            run = _run_child(engine, dtype, workdir, timeout, progress, live, options)
             if run.status != "ok":
                 progress(f"[{engine} {dtype}] {run.status}: {run.reason}")
             with lock:
@@ -136,6 +160,14 @@ def run_engines(engines: List[str], dtypes: List[str], workdir: str, jobs: Optio
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(jobs, len(todo)))]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)  # short waits keep the main thread responsive to signals
+    except BaseException:  # interrupted: no engine process may outlive the run
+        with lock:
+            queue.clear()
+        for proc in list(live.values()):
+            kill(proc)
+        raise
     return {key: runs[key] for key in sorted(runs, key=lambda k: (list(ENGINES).index(k[0]), k[1]))}

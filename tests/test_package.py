@@ -71,3 +71,61 @@ def test_report_writes_results_and_markdown(tmp_path):
     assert set(results) >= {"environment", "engines", "results", "parity"}
     assert results["engines"]["torch"]["runs"]["float64"]["status"] == "ok"
     assert "## Parity with PyTorch" in (tmp_path / "REPORT.md").read_text()
+
+
+def test_run_prints_one_scenario(tmp_path):
+    if ENGINES["torch"].missing():
+        pytest.skip("torch not installed")
+    out = run_cli("run", "scope.g_step", "--engines", "torch", "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert "optimizer_G.step()" in out.stdout and "overall" in out.stdout and "d-params-unchanged" in out.stdout
+
+
+def test_run_unknown_scenario_lists_the_valid_ones():
+    out = run_cli("run", "scope.nope")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "unknown scenario scope.nope" in out.stderr and "scope.g_step" in out.stderr
+
+
+def test_conflicting_or_invalid_options_are_usage_errors(tmp_path):
+    for args in (["report", "--out", str(tmp_path), "--jobs", "0"],
+                 ["report", "--out", str(tmp_path), "--dtype", "float16"],
+                 ["report", "--out", str(tmp_path), "--timeout", "-1"],
+                 ["report"]):
+        out = run_cli(*args)
+        assert out.returncode == 2 and "Traceback" not in out.stderr and out.stderr.count("\n") == 1, args
+
+
+def _results(path, observations, parity=()):
+    path.write_text(json.dumps({"schema": "compare.results/1", "results": observations, "parity": list(parity)}))
+    return str(path)
+
+
+def _obs(changed_d):
+    return {"scenario": "scope.g_step", "engine": "torch", "init": "constant", "variant": "", "status": "ok",
+            "error": None, "changed": {"G": {"params": ["G.conv.kernel"], "state": []},
+                                       "D": {"params": changed_d, "state": []}},
+            "steps": [], "claims": [{"claim": "c", "verdict": "holds" if not changed_d else "does-not-hold"}]}
+
+
+def test_diff_exit_status_says_whether_anything_changed(tmp_path):
+    same_a = _results(tmp_path / "a.json", [_obs([])])
+    same_b = _results(tmp_path / "b.json", [_obs([])])
+    moved = _results(tmp_path / "c.json", [_obs(["D.bn.gamma"])])
+    out = run_cli("diff", same_a, same_b)
+    assert out.returncode == 0 and "no observation" in out.stdout
+    out = run_cli("diff", same_a, moved)
+    assert out.returncode == 1
+    assert "scope.g_step torch constant" in out.stdout and "D.bn.gamma" in out.stdout
+    assert "holds -> does-not-hold" in out.stdout
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"schema": "other/1", "results": []}', "[1, 2]",
+                                     '{"schema": "compare.results/1", "results": 3, "parity": []}', None])
+def test_diff_rejects_malformed_or_foreign_files_in_one_line(tmp_path, content):
+    good = _results(tmp_path / "good.json", [_obs([])])
+    bad = tmp_path / "bad.json"
+    if content is not None:
+        bad.write_text(content)
+    out = run_cli("diff", good, str(bad))
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr

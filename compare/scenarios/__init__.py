@@ -30,8 +30,9 @@ SOURCES = {
     "inside-deep-learning": "Inside Deep Learning, GAN notebook comment quoted in article-2: "
                             "'Why do we detach here? Because we don't want the gradient to impact G.'",
     "pytorch-dcgan": "PyTorch examples, dcgan/main.py: optimizerD / optimizerG, fake.detach() in the D step",
-    "torch-docs-zero-grad": "PyTorch docs, torch.optim.Optimizer.zero_grad(set_to_none=True): "
-                            "parameters whose .grad is None are skipped by step()",
+    "torch-docs-zero-grad": "PyTorch docs, torch.optim.Optimizer.zero_grad(set_to_none=True): torch.optim "
+                            "optimizers behave differently for a zero gradient (they take the step with it) "
+                            "and a None gradient (they skip the step)",
     "torch-docs-backward": "PyTorch docs, torch.Tensor.backward(retain_graph=False): the graph is freed "
                            "after backward unless retain_graph=True",
     "keras-docs-trainable": "Keras guide 'Transfer learning & fine-tuning': trainable=False moves weights "
@@ -90,6 +91,10 @@ class Scenario:
         return self.not_applicable.get(engine, "no implementation for this engine")
 
 
+class Unobserved(Exception):
+    """A claim needs an observation that does not exist (its run failed or did not happen)."""
+
+
 class Observed:
     """Read-only view of one observation for claim predicates; ``peer`` reads the same
     engine's observation of another scenario (same init and variant unless given)."""
@@ -101,8 +106,10 @@ class Observed:
     def peer(self, scenario: str, variant: Optional[str] = None) -> "Observed":
         r = self.record
         want = r["variant"] if variant is None else variant
-        match = next(x for x in self.records if x["scenario"] == scenario and x["engine"] == r["engine"]
-                     and x["init"] == r["init"] and x["variant"] == want)
+        match = next((x for x in self.records if x["scenario"] == scenario and x["engine"] == r["engine"]
+                      and x["init"] == r["init"] and x["variant"] == want), None)
+        if match is None or match["status"] not in ("ok", "raised"):
+            raise Unobserved(scenario)
         return Observed(match, self.records)
 
     def moved(self, net: str, kind: str = "params", step: Optional[str] = None) -> List[str]:
@@ -110,7 +117,10 @@ class Observed:
         return changed[net][kind]
 
     def step(self, label: str) -> dict:
-        return next(s for s in self.record["steps"] if s["label"] == label)
+        for step in self.record["steps"]:
+            if step["label"] == label:
+                return step
+        raise Unobserved(label)  # e.g. an earlier call raised and the step never ran
 
     @property
     def error(self) -> Optional[dict]:
@@ -152,7 +162,7 @@ def verdicts(scenario: Scenario, record: dict, records: Sequence[dict] = ()) -> 
         else:
             try:
                 verdict = "holds" if claim.holds(Observed(record, records)) else "does-not-hold"
-            except StopIteration:  # a peer observation it needs is missing
+            except Unobserved:  # a peer observation it needs is missing
                 verdict = "not-applicable"
         out.append({"claim": claim.id, "text": claim.text, "source": claim.source, "verdict": verdict})
     return out

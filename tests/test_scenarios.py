@@ -1,0 +1,78 @@
+"""Every (scenario, engine) pair, observed now and compared with the committed observation.
+
+These are regression tests of the frameworks: ``reports/results.json`` holds what the
+engines did when the report was last generated (by ``python -m compare report --out
+reports``). When an upgrade changes a semantic, the failing test names the scenario,
+the engine and what changed; regenerate the report to accept it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from compare.engines import ENGINES
+from compare.observations import collect, describe_change
+from compare.program import SCENARIO_DTYPE
+from compare.scenarios import catalog
+from tests.conftest import require_run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASELINE = os.path.join(ROOT, "reports", "results.json")
+PAIRS = [(s.id, e) for s in catalog().values() for e in ENGINES if e in s.implementations]
+
+
+@pytest.fixture(scope="session")
+def observations(engine_runs):
+    return collect(list(ENGINES), engine_runs)
+
+
+@pytest.fixture(scope="session")
+def baseline():
+    if not os.path.exists(BASELINE):
+        pytest.fail(f"{BASELINE} is missing: run `python -m compare report --out reports`")
+    with open(BASELINE) as f:
+        results = json.load(f)
+    return {(r["scenario"], r["engine"], r["init"], r["variant"]): r for r in results["results"]}
+
+
+@pytest.mark.parametrize("scenario,engine", PAIRS, ids=[f"{s}-{e}" for s, e in PAIRS])
+def test_scenario_semantics_unchanged(engine_runs, observations, baseline, scenario, engine):
+    require_run(engine_runs, engine, SCENARIO_DTYPE)
+    fresh = [r for r in observations if r["scenario"] == scenario and r["engine"] == engine]
+    assert fresh
+    problems = []
+    for record in fresh:
+        where = f"{scenario} on {engine} (init {record['init']}{', ' + record['variant'] if record['variant'] else ''})"
+        if record["status"] == "failed":
+            problems.append(f"{where} failed: {record['error']}")
+            continue
+        old = baseline.get((scenario, engine, record["init"], record["variant"]))
+        if old is None or old["status"] in ("unavailable", "failed"):
+            problems.append(f"{where}: no committed observation; regenerate reports/")
+            continue
+        diff = describe_change(old, record)
+        if diff:
+            problems.append(f"{where}: {diff}")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_scenario_engine_pair_has_a_record(engine_runs, observations):
+    for scenario in catalog().values():
+        for engine in ENGINES:
+            records = [r for r in observations if r["scenario"] == scenario.id and r["engine"] == engine]
+            assert len(records) == len(scenario.inits) * len(scenario.variants), (scenario.id, engine)
+            if engine not in scenario.implementations:
+                assert all(r["status"] == "not-applicable" and r["reason"] for r in records)
+
+
+def test_first_article_numbers_reproduced_to_four_decimals(engine_runs, observations):
+    """The article prints D's BN weight 0.0110 and bias 0.0010 after one Adam step from the
+    constant init; torch must reproduce both to four decimals."""
+    require_run(engine_runs, "torch", SCENARIO_DTYPE)
+    (record,) = [r for r in observations if r["scenario"] == "scope.g_loss_d_optimizer"
+                 and r["engine"] == "torch" and r["init"] == "constant"]
+    assert {round(v, 4) for v in record["values"]["D.bn.gamma"]} == {0.011}
+    assert {round(v, 4) for v in record["values"]["D.bn.beta"]} == {0.001}
