@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     report = sub.add_parser("report", help="run every installed engine and write results.json and REPORT.md")
-    report.add_argument("--out", required=True, help="folder for results.json and REPORT.md (created if missing)")
+    report.add_argument("--out", required=True,
+                        help="folder for results.json, REPORT.md and report.html (created if missing)")
+    report.add_argument("--guide", help="where to write the migration guide (default: OUT/migration-guide.md)")
     report.add_argument("--engines", help=f"comma-separated engine ids (default: all): {', '.join(ENGINES)}")
     report.add_argument("--dtype", choices=DTYPES + ("both",), default="both",
                         help="precision of the runs (default: both)")
@@ -154,6 +156,10 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         probe.close()
     except OSError as exc:
         parser.error(f"cannot write to --out {out_dir}: {exc.strerror or exc}")
+    if args.guide:
+        guide_dir = os.path.dirname(os.path.abspath(args.guide))
+        if not os.path.isdir(guide_dir) or not os.access(guide_dir, os.W_OK):
+            parser.error(f"cannot write the guide to {args.guide}: its folder does not exist or is not writable")
     dtypes = list(DTYPES) if args.dtype == "both" else [args.dtype]
 
     def progress(line: str) -> None:
@@ -174,7 +180,7 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         records = parity.compare_runs(runs)
         observations = collect(engines, runs)
         results = report.build_results(engines, dtypes, runs, records, observations)
-    paths = report.write_report(out_dir, results)
+    paths = report.write_report(out_dir, results, args.guide)
     incomplete = [f"{e} {d}: {r.status} ({r.reason})" for (e, d), r in runs.items() if r.status in ("failed", "timeout")]
     failing = [r for r in records if r["config"] == "parity" and not r["holds"]]
     progress(f"wrote {', '.join(paths)} in {time.monotonic() - started:.0f} s")

@@ -18,6 +18,7 @@ from compare.engines.base import Arrays, Engine
 from compare.model import BATCH, PARITY, PITFALLS, Config, bn_layers, initial_weights, make_batches
 
 ITERATIONS = 10
+TRAJECTORY = 50  # the parity configuration keeps going, for the report's loss curves
 STAGES = ("structure", "forward.G.train", "forward.G.eval", "forward.D.train", "forward.D.eval",
           "gradients", "iteration.1", "iteration.10")
 
@@ -38,7 +39,7 @@ def split_tensors(engine: Engine, gan, prefix: str) -> Arrays:
 def run_config(engine: Engine, config: Config, dtype: str,
                progress: Callable[[str], None]) -> Tuple[dict, Arrays]:
     weights = initial_weights(config)
-    batches = make_batches(ITERATIONS)
+    batches = make_batches(TRAJECTORY if config == PARITY else ITERATIONS)
     arrays: Arrays = {}
     facts: dict = {}
     c = config.name
@@ -84,7 +85,7 @@ def run_config(engine: Engine, config: Config, dtype: str,
         if i in (1, ITERATIONS):
             stage = f"{c}/iteration.{i}"
             put_losses(arrays, stage, {k: v[-1] for k, v in history.items()} if i == 1 else
-                       {f"{k}.{j}": x for k, v in history.items() for j, x in enumerate(v, 1)})
+                       {f"{k}.{j}": x for k, v in history.items() for j, x in enumerate(v[:ITERATIONS], 1)})
             arrays.update(split_tensors(engine, gan, stage))
             record_batch_statistics(engine, gan, stage, arrays)
     facts["losses"] = history

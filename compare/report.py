@@ -15,7 +15,7 @@ import os
 import platform
 import sys
 import tempfile
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from tabulate import tabulate
 
@@ -408,8 +408,29 @@ def write_atomic(path: str, text: str) -> None:
         raise
 
 
-def write_report(out_dir: str, results: dict) -> List[str]:
-    paths = [os.path.join(out_dir, "results.json"), os.path.join(out_dir, "REPORT.md")]
-    write_atomic(paths[0], json.dumps(results, indent=1, sort_keys=False) + "\n")
-    write_atomic(paths[1], render_markdown(results))
+def render_all(results: dict, guide_path: str, out_dir: str) -> Dict[str, str]:
+    """Every output file's text, keyed by the file name (the guide by its path)."""
+    from compare.guide import render_guide
+    from compare.html import render_html
+
+    text = render_markdown(results)
+    link = os.path.relpath(os.path.join(out_dir, "REPORT.md"), os.path.dirname(os.path.abspath(guide_path)))
+    return {
+        "results.json": json.dumps(results, indent=1) + "\n",
+        "REPORT.md": text,
+        "report.html": render_html(results, text),
+        "guide": render_guide(results, link.replace(os.sep, "/")),
+    }
+
+
+def write_report(out_dir: str, results: dict, guide_path: Optional[str] = None) -> List[str]:
+    """results.json, REPORT.md, report.html and the migration guide, each replaced atomically,
+    all rendered before the first is written."""
+    guide_path = guide_path or os.path.join(out_dir, "migration-guide.md")
+    texts = render_all(results, guide_path, out_dir)
+    paths = []
+    for name, text in texts.items():
+        path = guide_path if name == "guide" else os.path.join(out_dir, name)
+        write_atomic(path, text)
+        paths.append(path)
     return paths

@@ -94,3 +94,24 @@ def test_interrupted_run_keeps_previous_report_and_leaves_no_engine_behind(tmp_p
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
     left = subprocess.run(["pgrep", "-f", "compare.child torch float32"], capture_output=True, text=True)
     assert left.stdout.strip() == ""
+
+
+def strip_timings(value):
+    """results.json without what may differ between identical runs: timings and dates."""
+    if isinstance(value, dict):
+        return {k: strip_timings(v) for k, v in value.items() if k not in ("seconds", "generated")}
+    if isinstance(value, list):
+        return [strip_timings(v) for v in value]
+    return value
+
+
+def test_two_runs_give_identical_results_apart_from_timings(tmp_path):
+    needs(HEALTHY, FAULTY)
+    first, second = tmp_path / "one", tmp_path / "two"
+    for out in (first, second):
+        done = report(out, timeout=300)
+        assert done.returncode == 0, done.stderr
+    a = json.loads((first / "results.json").read_text())
+    b = json.loads((second / "results.json").read_text())
+    assert a["generated"] and a["engines"][FAULTY]["runs"]["float32"]["seconds"] > 0
+    assert strip_timings(a) == strip_timings(b)

@@ -162,7 +162,7 @@ def verdicts(scenario: Scenario, record: dict, records: Sequence[dict] = ()) -> 
         else:
             try:
                 verdict = "holds" if claim.holds(Observed(record, records)) else "does-not-hold"
-            except Unobserved:  # a peer observation it needs is missing
+            except (Unobserved, StopIteration):  # an observation or step it needs is missing
                 verdict = "not-applicable"
         out.append({"claim": claim.id, "text": claim.text, "source": claim.source, "verdict": verdict})
     return out

@@ -1,0 +1,93 @@
+"""The committed reports/ and docs/migration-guide.md are generated, and stay true.
+
+- Their verdicts must match what the engines say now (observations, claim verdicts,
+  parity verdicts; timings, dates and version strings are ignored).
+- REPORT.md, report.html and the guide must be exactly what the renderer makes of the
+  committed results.json: a hand edit fails.
+- report.html opens in headless Chromium without console errors and is not blank.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from compare import parity, report
+from compare.diff import changes
+from compare.engines import ENGINES
+from compare.observations import collect
+from tests.conftest import DTYPES
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPORTS = os.path.join(ROOT, "reports")
+GUIDE = os.path.join(ROOT, "docs", "migration-guide.md")
+REGENERATE = "regenerate with: python -m compare report --out reports --guide docs/migration-guide.md"
+
+
+def committed_results() -> dict:
+    path = os.path.join(REPORTS, "results.json")
+    if not os.path.exists(path):
+        pytest.fail(f"{path} is missing; {REGENERATE}")
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_committed_verdicts_match_what_the_engines_say_now(engine_runs, parity_records):
+    unavailable = sorted({e for (e, _), run in engine_runs.items() if run.status != "ok"})
+    if unavailable:
+        pytest.skip(f"not every engine ran ({', '.join(unavailable)}): the committed report covers all")
+    fresh = report.build_results(list(ENGINES), list(DTYPES), engine_runs, parity_records,
+                                 collect(list(ENGINES), engine_runs))
+    found = changes(committed_results(), json.loads(json.dumps(fresh)))
+    assert not found, f"{len(found)} committed verdicts no longer hold ({REGENERATE}):\n" + "\n".join(
+        f"{kind} {where}: {how}" for kind, where, how in found[:20])
+
+
+@pytest.mark.parametrize("name", ["REPORT.md", "report.html", "guide"])
+def test_rendered_files_are_what_the_committed_results_give(name):
+    results = committed_results()
+    texts = report.render_all(results, GUIDE, REPORTS)
+    path = GUIDE if name == "guide" else os.path.join(REPORTS, name)
+    with open(path) as f:
+        committed = f.read()
+    assert committed == texts[name], f"{path} differs from what results.json renders to: edited by hand? {REGENERATE}"
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    if os.environ.get("COMPARE_REQUIRE_BROWSER"):
+        pytest.fail("chromium is not installed")
+    pytest.skip("chromium is not installed (Debian package: chromium)")
+
+
+def test_html_report_renders_in_headless_chromium_without_errors(tmp_path):
+    browser = chromium()
+    page = os.path.join(REPORTS, "report.html")
+    shot = tmp_path / "shot.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", "--enable-logging=stderr", "--v=0",
+             "--window-size=1280,2000"]
+    out = subprocess.run([browser, *flags, f"--screenshot={shot}", f"file://{page}"], capture_output=True,
+                         text=True, timeout=120)
+    console = [line for line in out.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert not console, "\n".join(console)
+    assert shot.exists(), out.stderr[-2000:]
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(str(shot))[..., :3]
+    not_white = (pixels < 0.95).any(axis=-1).mean()
+    assert not_white > 0.02, f"screenshot is nearly blank ({not_white:.1%} of pixels drawn)"
+    assert pixels.std() > 0.05
+    # self-contained: no fetch of anything at view time
+    with open(page) as f:
+        html = f.read()
+    assert "http://" not in html.replace("http://www.w3.org", "") and "src=\"http" not in html
