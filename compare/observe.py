@@ -76,7 +76,7 @@ class Context:
         try:
             yield
         except Exception as exc:  # the idiom's own error is the observation
-            error = {"type": type(exc).__name__, "message": str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""}
+            error = {"type": type(exc).__name__, "message": exception_message(exc)}
             self.error = self.error or error
             self.step(label, error=error)
 
@@ -109,12 +109,22 @@ def observe(engine: Engine, scenario, init: str, variant: str = "") -> dict:
             record["status"], record["error"] = "raised", ctx.error
     except Exception as exc:  # the scenario broke: not an observation of the idiom
         record["status"] = "failed"
-        record["error"] = {"type": type(exc).__name__, "message": str(exc).strip()[:500],
+        record["error"] = {"type": type(exc).__name__, "message": exception_message(exc),
                            "traceback": traceback.format_exc().splitlines()[-12:]}
         if ctx is not None:
             record["steps"] = ctx.steps
     record["seconds"] = round(time.monotonic() - started, 3)
     return record
+
+
+def exception_message(exc: BaseException) -> str:
+    """First and last line of the message: TensorFlow puts "in user code:" first and
+    the reason last, between them a traceback whose paths vary from machine to machine."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    text = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+    return text[:500]
 
 
 def digests(tensors: Arrays, trainable) -> Dict[str, str]:

@@ -37,11 +37,31 @@ SOURCES = {
                            "after backward unless retain_graph=True",
     "keras-docs-trainable": "Keras guide 'Transfer learning & fine-tuning': trainable=False moves weights "
                             "to non_trainable_weights; BatchNormalization with trainable=False runs in "
-                            "inference mode",
-    "keras-2-compile-note": "Keras 2 FAQ / Model.compile docs: changes to trainable take effect only "
-                            "after compile() is called again",
-    "keras-3-trainable": "Keras 3 docs, Layer.trainable: settable at any time; compiled train functions "
-                         "are rebuilt when it changes",
+                            "inference mode and stops updating its mean and variance",
+    "keras-2-compile-note": "Keras 2 FAQ, 'How can I \"freeze\" Keras layers?': trainable can be changed after "
+                            "a layer is created, but the change only takes effect once compile() is called on "
+                            "the model; its example shares one layer between a model compiled while the layer "
+                            "was frozen (fit leaves the layer alone) and one compiled while it was trainable "
+                            "(fit updates it)",
+    "keras-3-trainable": "Keras 3 docs, Layer.trainable setter: sets trainable on the layer and all its "
+                         "sublayers; if it is changed during training, the parent model's "
+                         "make_train_function(force=True) must be called to rebuild the training graph",
+    "keras-3-compile": "Keras 3 Model.compile docstring (note) and keras.io guide 'Transfer learning & "
+                       "fine-tuning': trainable variables are fixed when compile() is called; a trainable "
+                       "value changed afterwards takes effect only when compile() is called again (the "
+                       "docstring says so for every backend)",
+    "keras-gan-lindernoren": "eriklindernoren/Keras-GAN, gan/gan.py: D is compiled, then "
+                             "discriminator.trainable = False ('For the combined model we will only train the "
+                             "generator') before the combined model is built and compiled; one Adam instance "
+                             "is passed to every compile(); each iteration calls D.train_on_batch on real "
+                             "and on generated images, then combined.train_on_batch",
+    "keras-dcgan-jacobgil": "jacobgil/keras-dcgan, dcgan.py: the combined model and D are compiled once; each "
+                            "iteration sets discriminator.trainable = False before the combined model's "
+                            "train_on_batch and back to True after it",
+    "torch-docs-eval-mode": "PyTorch notes, 'Autograd mechanics', Evaluation Mode: module.eval() is orthogonal "
+                            "to the ways of disabling gradients; modules such as BatchNorm2d behave by "
+                            "training mode, and the user must call eval() to stop BatchNorm running-statistics "
+                            "updates",
     "keras-gan-example": "Keras examples, 'DCGAN to generate face images': custom train_step with two "
                          "GradientTapes and one optimizer per model",
     "tf-docs-gradient-tape": "TensorFlow docs, tf.GradientTape: a non-persistent tape can compute "
