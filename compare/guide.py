@@ -145,6 +145,18 @@ def numeric_traps(results: dict) -> List[str]:
     return out
 
 
+def without_recorder(code: str) -> str:
+    """The implementation as a user would write it: no decorator, no recorder calls."""
+    out, depth = [], 0
+    for line in code.splitlines():
+        stripped = line.strip()
+        if depth > 0 or stripped.startswith(("ctx.step(", "ctx.record(", "@")):
+            depth += line.count("(") - line.count(")")
+            continue
+        out.append(line)
+    return "\n".join(out).rstrip()
+
+
 def render_guide(results: dict, report_link: str = "REPORT.md") -> str:
     """The guide as Markdown; ``report_link`` is the report's path relative to the guide."""
     from compare.scenarios import catalog
@@ -173,12 +185,17 @@ def render_guide(results: dict, report_link: str = "REPORT.md") -> str:
         scenario = scenarios.get(scenario_id)
         if scenario is None:
             continue
-        parts += [f"### Instead of `{line}`", "", scenario.question, ""]
+        parts += [f"### Instead of `{line}`", "", scenario.question,
+                  "(The code that ran, without the recorder's ctx.step and ctx.record calls.)", ""]
+        shown: Dict[str, List[str]] = {}  # one block per function, however many engines ran it
         for engine in engines:
             code = scenario.source_code(engine)
             if code:
-                outcome = outcomes(results, scenario_id).get(engine, "not run")
-                parts += [f"{ENGINE_NAMES[engine]} (observed: {outcome}):", "", "```python", code.rstrip(), "```", ""]
+                shown.setdefault(code, []).append(engine)
+        for code, names in shown.items():
+            observed = "; ".join(f"{ENGINE_NAMES[e]}: {outcomes(results, scenario_id).get(e, 'not run')}"
+                                 for e in names)
+            parts += [f"Observed: {observed}.", "", "```python", without_recorder(code), "```", ""]
     parts += ["## Traps: the same idiom, different behaviour", "",
               "Scenarios whose outcome differs between engines, and source claims that do not hold everywhere.",
               ""]

@@ -27,14 +27,22 @@ INIT_CONFIGS = {
 }
 
 
-def changed_tensors(before: Arrays, after: Arrays, trainable) -> Dict[str, Dict[str, List[str]]]:
-    """Names of tensors that are not bit-identical, per network, parameters and state apart."""
+def tensor_names(tensors: Arrays, trainable, keep=lambda name: True) -> Dict[str, Dict[str, List[str]]]:
+    """Tensor names per network, parameters and state apart (those ``keep`` accepts)."""
     out = {"G": {"params": [], "state": []}, "D": {"params": [], "state": []}}
-    for name, value in after.items():
-        old = before[name]
-        if old.shape != value.shape or old.tobytes() != value.tobytes():
+    for name in tensors:
+        if keep(name):
             out[name[0]]["params" if name in trainable else "state"].append(name)
     return out
+
+
+def changed_tensors(before: Arrays, after: Arrays, trainable) -> Dict[str, Dict[str, List[str]]]:
+    """Names of tensors that are not bit-identical, per network, parameters and state apart."""
+    def changed(name):
+        old, new = before[name], after[name]
+        return old.shape != new.shape or old.tobytes() != new.tobytes()
+
+    return tensor_names(after, trainable, changed)
 
 
 class Context:
@@ -103,6 +111,7 @@ def observe(engine: Engine, scenario, init: str, variant: str = "") -> dict:
             raise RuntimeError("injected failure in the scenario's own code")
         scenario.implementations[engine.id](ctx)
         record["changed"] = ctx.changed()
+        record["tensors"] = tensor_names(ctx._start, ctx.trainable)
         record["digests"] = digests(ctx.snapshot(), ctx.trainable)
         record["steps"], record["values"] = ctx.steps, clean_values(ctx.values)
         if ctx.error:

@@ -218,6 +218,21 @@ def moved_cell(record: dict) -> str:
     return text
 
 
+def changed_names(changed: dict, tensors: Optional[dict]) -> str:
+    """'G params: all; D state: bn.moving_mean' - names listed only where some of a kind did not move."""
+    parts = []
+    for net in ("G", "D"):
+        for kind in ("params", "state"):
+            names = changed[net][kind]
+            if not names:
+                continue
+            if tensors and sorted(names) == sorted(tensors[net][kind]):
+                parts.append(f"{net} {kind}: all")
+            else:
+                parts.append(f"{net} {kind}: {', '.join(n.split('.', 1)[1] for n in names)}")
+    return "; ".join(parts)
+
+
 def summarise_value(value) -> str:
     if isinstance(value, list):
         distinct = sorted({round(v, 4) for v in value if isinstance(v, (int, float))})
@@ -266,6 +281,7 @@ def claim_verdicts(results: dict, scenario, engine: str, claim_id: str) -> str:
 
 
 def scenario_sections(results: dict, engines: List[str]) -> List[str]:
+    from compare.observations import semantics
     from compare.scenarios import SOURCES, catalog
 
     out = []
@@ -287,14 +303,17 @@ def scenario_sections(results: dict, engines: List[str]) -> List[str]:
                                      (record.get("error") or {}).get("message", "")])
                     continue
                 label = record["init"] + (f" [{record['variant']}]" if record["variant"] else "")
+                first = find_record(results, scenario.id, engine, scenario.inits[0], record["variant"])
+                if record is not first and first is not None and semantics(first) == semantics(record):
+                    continue  # the other initialisation did the same: its steps would repeat these
                 for step in record["steps"]:
                     changed = step["changed"]
-                    moved = "; ".join(f"{net} {kind}: {', '.join(n.split('.', 1)[1] for n in changed[net][kind])}"
-                                      for net in ("G", "D") for kind in ("params", "state") if changed[net][kind])
+                    moved = changed_names(changed, record.get("tensors"))
                     error = step.get("error")
                     rows.append([engine, label, step["label"], moved or "nothing",
                                  f"{error['type']}: {error['message'][:160]}" if error else ""])
-        out += [tabulate(rows, ["engine", "init", "step", "tensors that changed", "exception"],
+        out += ["Steps (from the constant initialisation; from the random one only where it differs):", "",
+                tabulate(rows, ["engine", "init", "step", "tensors that changed", "exception"],
                          tablefmt="github"), ""]
         values = []
         for engine in engines:
@@ -399,6 +418,9 @@ def write_atomic(path: str, text: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it private; the report is not
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)

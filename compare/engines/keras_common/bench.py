@@ -1,0 +1,192 @@
+"""Keras half of ``compare bench``, shared by Keras 3 (every backend) and Keras 2 (tf_keras):
+the models at both sizes and the two combined-model idioms, which are the same Keras code
+on every backend. Each backend's bench module subclasses ``KerasBench`` and writes only its
+custom gradient step, wrapped the way users wrap it (tf.function, jax.jit, or eager).
+
+Imported only in a bench child process, after the backend is fixed.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from compare.engines.keras_common.engine import build_discriminator, build_generator
+from compare.model import PARITY
+
+BATCH = {"toy": 8, "dcgan64": 64}
+NZ, NGF, NDF = 100, 64, 64  # the PyTorch DCGAN example's widths
+LR, BETA_1 = 2e-4, 0.5  # the DCGAN example's Adam
+
+# Cost formulas (blocks: see compare.bench). The combined idioms make one more G forward than
+# the custom step (G.predict_on_batch for the fake batch, then G again inside the combined
+# model); with D frozen the combined step's D backward makes the input gradient only.
+COMBINED_FLOPS = {"FG": 2, "FD": 3, "BDw": 2, "BDx": 1, "BG": 1}
+COMBINED_MEMORY = {"PG": 1, "AG": 1, "ADx": 1}  # D's gradients are dead once D's call returns
+# ... unless the combined call trains D after all (then it also makes D's weight gradients)
+COMBINED_TRAINS_D_FLOPS = {"FG": 2, "FD": 3, "BDw": 2, "BDwx": 1, "BG": 1}
+COMBINED_TRAINS_D_MEMORY = {"PG": 1, "PD": 1, "AG": 1, "ADwx": 1}
+
+
+def leaky_relu(layers):
+    try:
+        return layers.LeakyReLU(negative_slope=0.2)  # Keras 3
+    except TypeError:
+        return layers.LeakyReLU(alpha=0.2)  # Keras 2
+
+
+def dcgan64_generator(keras):
+    """The PyTorch DCGAN example's G. 'same' with stride 2 pads differently from PyTorch's
+    padding=1 (values shift, shapes and FLOPs do not): irrelevant for timing."""
+    layers = keras.layers
+    stack = [keras.Input(shape=(1, 1, NZ)),
+             layers.Conv2DTranspose(NGF * 8, 4, strides=1, padding="valid", use_bias=False)]  # 4x4
+    for width in (NGF * 4, NGF * 2, NGF):  # 8, 16, 32
+        stack += [layers.BatchNormalization(momentum=0.9, epsilon=1e-5), layers.ReLU(),
+                  layers.Conv2DTranspose(width, 4, strides=2, padding="same", use_bias=False)]
+    stack += [layers.BatchNormalization(momentum=0.9, epsilon=1e-5), layers.ReLU(),
+              layers.Conv2DTranspose(3, 4, strides=2, padding="same", use_bias=False),  # 64x64
+              layers.Activation("tanh")]
+    return keras.Sequential(stack, name="G")
+
+
+def dcgan64_discriminator(keras):
+    layers = keras.layers
+    stack = [keras.Input(shape=(64, 64, 3)),
+             layers.Conv2D(NDF, 4, strides=2, padding="same", use_bias=False), leaky_relu(layers)]  # 32
+    for width in (NDF * 2, NDF * 4, NDF * 8):  # 16, 8, 4
+        stack += [layers.Conv2D(width, 4, strides=2, padding="same", use_bias=False),
+                  layers.BatchNormalization(momentum=0.9, epsilon=1e-5), leaky_relu(layers)]
+    stack += [layers.Conv2D(1, 4, strides=1, padding="valid", use_bias=False), layers.Flatten()]  # logits
+    return keras.Sequential(stack, name="D")
+
+
+class Gan:
+    """Fresh G, D, one Adam each and the batch, as backend tensors (NHWC)."""
+
+    def __init__(self, bench: "KerasBench", size: str, seed: int = 0):
+        keras = bench.keras
+        keras.utils.set_random_seed(seed)
+        if size == "toy":
+            self.G, self.D = build_generator(keras, PARITY), build_discriminator(keras, PARITY)
+        else:
+            self.G, self.D = dcgan64_generator(keras), dcgan64_discriminator(keras)
+        self.optimizer_G, self.optimizer_D = bench.adam(), bench.adam()
+        self.loss = keras.losses.BinaryCrossentropy(from_logits=True)
+        rng = np.random.default_rng(seed + 1)
+        n = BATCH[size]
+        image = (6, 6, 3) if size == "toy" else (64, 64, 3)
+        self.real = bench.tensor(rng.uniform(-1, 1, (n, *image)))
+        self.z = bench.tensor(rng.standard_normal((n, 1, 1, NZ)))
+        self.y_real, self.y_fake = bench.tensor(np.ones((n, 1))), bench.tensor(np.zeros((n, 1)))
+
+
+def d_weights(D):
+    return [np.array(v.numpy()) for v in D.trainable_weights]
+
+
+class Idiom:
+    def __init__(self, idiom_id: str, step, sync, flops: Dict[str, int], memory: Dict[str, int],
+                 facts: Optional[dict] = None):
+        self.id, self.step, self.sync = idiom_id, step, sync
+        self.flops, self.memory, self.facts = flops, memory, facts or {}
+
+
+class KerasBench:
+    """Subclasses set ``keras`` and ``packages`` and write ``setup``, ``custom_step`` and the
+    custom step's cost (``custom_flops``, ``custom_memory``, ``custom_wrap``)."""
+
+    keras: Any = None
+    packages = ("keras",)
+    framework = "keras"
+    idioms = ("custom-step", "combined-toggling", "combined-frozen")
+    # compiled steps (tf.function, jax.jit) ask for G's gradients only, so the G step's
+    # backward through D makes D's input gradient only: the rest is pruned
+    custom_flops = {"FG": 1, "FD": 3, "BDw": 2, "BDx": 1, "BG": 1}
+    custom_memory = {"PG": 1, "PD": 1, "AG": 1, "ADx": 1}
+    custom_wrap = ""
+
+    def setup(self, device: str) -> Optional[str]:
+        raise NotImplementedError
+
+    def versions(self) -> Dict[str, str]:
+        return {name: importlib.metadata.version(name) for name in self.packages}
+
+    def tensor(self, x: np.ndarray):
+        return self.keras.ops.convert_to_tensor(x.astype("float32"))
+
+    def adam(self):
+        return self.keras.optimizers.Adam(learning_rate=LR, beta_1=BETA_1)
+
+    def sync(self, out) -> None:
+        float(np.asarray(out))  # a user's loss logging: waits for the step's result
+
+    def custom_step(self, gan: Gan):
+        """A callable running one canonical iteration (DESIGN.md section 5), returning errG."""
+        raise NotImplementedError
+
+    def gpu_memory(self) -> Optional[tuple]:
+        return None
+
+    def build(self, idiom: str, size: str, device: str) -> Idiom:
+        gan = Gan(self, size)
+        if idiom == "custom-step":
+            return Idiom(idiom, self.custom_step(gan), self.sync, self.custom_flops, self.custom_memory,
+                         {"wrapped": self.custom_wrap})
+        return self.combined(idiom, gan)
+
+    def combined(self, idiom: str, gan: Gan) -> Idiom:
+        keras, G, D = self.keras, gan.G, gan.D
+        real, z, y_real, y_fake = gan.real, gan.z, gan.y_real, gan.y_fake
+        if idiom == "combined-frozen":
+            # the classic recipe (eriklindernoren/Keras-GAN): D compiled while trainable, then
+            # frozen for good before the combined model is built and compiled
+            D.compile(optimizer=gan.optimizer_D, loss=gan.loss)
+            D.trainable = False
+            combined = keras.Sequential([G, D])
+            combined.compile(optimizer=gan.optimizer_G, loss=gan.loss)
+
+            def step():
+                D.train_on_batch(real, y_real)
+                fake = G.predict_on_batch(z)
+                D.train_on_batch(fake, y_fake)
+                return combined.train_on_batch(z, y_real)
+
+            def g_call():
+                return combined.train_on_batch(z, y_real)
+        else:
+            # jacobgil/keras-dcgan: combined compiled with D frozen, D compiled while trainable,
+            # and D.trainable flipped off and on around every combined call
+            D.trainable = False
+            combined = keras.Sequential([G, D])
+            combined.compile(optimizer=gan.optimizer_G, loss=gan.loss)
+            D.trainable = True
+            D.compile(optimizer=gan.optimizer_D, loss=gan.loss)
+
+            def step():
+                D.train_on_batch(real, y_real)
+                fake = G.predict_on_batch(z)
+                D.train_on_batch(fake, y_fake)
+                D.trainable = False
+                errG = combined.train_on_batch(z, y_real)
+                D.trainable = True
+                return errG
+
+            def g_call():
+                D.trainable = False
+                try:
+                    return combined.train_on_batch(z, y_real)
+                finally:
+                    D.trainable = True
+        # Which formula holds depends on what the combined call trains: observe it once
+        # (a semantic fact, not a timing) rather than assume it.
+        before = d_weights(D)
+        g_call()
+        trains_d = any(not np.array_equal(a, b) for a, b in zip(before, d_weights(D)))
+        flops, memory = ((COMBINED_TRAINS_D_FLOPS, COMBINED_TRAINS_D_MEMORY) if trains_d
+                         else (COMBINED_FLOPS, COMBINED_MEMORY))
+        facts = {"combined call trains D": trains_d,
+                 "jit_compile": str(getattr(combined, "jit_compile", "n/a"))}
+        return Idiom(idiom, step, lambda out: float(np.asarray(out)), flops, memory, facts)

@@ -1,0 +1,80 @@
+"""Keras 3 on TensorFlow in ``compare bench``: the custom step is the engine's persistent
+GradientTape iteration wrapped in tf.function, as the Keras guides wrap a custom step."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+from compare.engines.keras_common.bench import KerasBench
+
+
+def setup_tensorflow(device: str) -> Optional[str]:
+    """One thread (as the engines); on CUDA, full float32 (no TF32). The reason the device
+    cannot be used, or None."""
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    if device == "cuda":
+        if not tf.config.list_physical_devices("GPU"):
+            return f"tensorflow {tf.__version__} sees no GPU (a tensorflow-cpu build?)"
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+    return None
+
+
+def tape_step(gan):
+    """Shared with tf-keras: the same code runs on Keras 2, only the module differs."""
+    G, D, loss_func = gan.G, gan.D, gan.loss
+    gan.optimizer_D.build(D.trainable_variables)  # slots made outside the traced function
+    gan.optimizer_G.build(G.trainable_variables)
+
+    @tf.function
+    def step(real, z, y_real, y_fake):
+        # One persistent tape records G's forward once; the G step below reuses `fake`.
+        with tf.GradientTape(persistent=True) as tape:
+            errD_real = loss_func(y_real, D(real, training=True))
+            fake = G(z, training=True)
+            errD_fake = loss_func(y_fake, D(tf.stop_gradient(fake), training=True))
+            errD = errD_real + errD_fake
+        d_grads = tape.gradient(errD, D.trainable_weights)
+        gan.optimizer_D.apply_gradients(zip(d_grads, D.trainable_weights))
+        with tape:  # resume recording: D(fake) with D's new weights, as PyTorch does
+            errG = loss_func(y_real, D(fake, training=True))
+        g_grads = tape.gradient(errG, G.trainable_weights)
+        gan.optimizer_G.apply_gradients(zip(g_grads, G.trainable_weights))
+        return errG
+
+    return lambda: step(gan.real, gan.z, gan.y_real, gan.y_fake)
+
+
+def tensorflow_gpu_memory() -> tuple:
+    """(reset, read) over TensorFlow's GPU allocator: read gives (peak, at reset) bytes."""
+    state = {}
+
+    def reset():
+        tf.config.experimental.reset_memory_stats("GPU:0")
+        state["base"] = tf.config.experimental.get_memory_info("GPU:0")["current"]
+
+    def read():
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"], state["base"]
+
+    return reset, read
+
+
+class KerasTensorflowBench(KerasBench):
+    keras = keras
+    packages = ("keras", "tensorflow")
+    custom_wrap = "tf.function"
+
+    def setup(self, device: str) -> Optional[str]:
+        return setup_tensorflow(device)
+
+    def custom_step(self, gan):
+        return tape_step(gan)
+
+    def gpu_memory(self):
+        return tensorflow_gpu_memory()
+
+
+BENCH = KerasTensorflowBench()

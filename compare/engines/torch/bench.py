@@ -1,0 +1,297 @@
+"""PyTorch half of ``compare bench``: the four ways to write the G step, and the FLOP and
+memory counts every engine's predictions are made from.
+
+Imported only in a bench child process (``compare.bench``), so torch is imported at the top.
+Each idiom is one function, written as users write it, with its cost formula next to it
+(in blocks: see ``compare.bench`` for the block names).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from compare.model import PARITY
+
+BATCH = {"toy": 8, "dcgan64": 64}
+NZ, NGF, NDF = 100, 64, 64  # the PyTorch DCGAN example's widths
+
+
+def dcgan64_generator() -> nn.Module:
+    """The PyTorch DCGAN example's G: 1x1 latent -> 64x64x3."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(NZ, NGF * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(NGF * 8), nn.ReLU(True),  # 4x4
+        nn.ConvTranspose2d(NGF * 8, NGF * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF * 4), nn.ReLU(True),  # 8x8
+        nn.ConvTranspose2d(NGF * 4, NGF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF * 2), nn.ReLU(True),  # 16
+        nn.ConvTranspose2d(NGF * 2, NGF, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF), nn.ReLU(True),  # 32x32
+        nn.ConvTranspose2d(NGF, 3, 4, 2, 1, bias=False), nn.Tanh(),  # 64x64
+    )
+
+
+class Dcgan64Discriminator(nn.Module):
+    """The example's D, mirrored, ending in logits (BCEWithLogitsLoss) instead of a sigmoid."""
+
+    def __init__(self):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(3, NDF, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),  # 32x32
+            nn.Conv2d(NDF, NDF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 2), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(NDF * 2, NDF * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 4), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(NDF * 4, NDF * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 8), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(NDF * 8, 1, 4, 1, 0, bias=False),  # 4x4 -> 1x1
+        )
+
+    def forward(self, x):
+        return self.main(x).view(x.size(0), -1)
+
+
+class Gan:
+    def __init__(self, size: str, device: str, seed: int = 0):
+        torch.manual_seed(seed)
+        if size == "toy":
+            from compare.engines.torch.engine import Discriminator, Generator
+
+            self.G, self.D = Generator(PARITY), Discriminator(PARITY)
+        else:
+            self.G, self.D = dcgan64_generator(), Dcgan64Discriminator()
+        self.G.to(device)
+        self.D.to(device)
+        self.optimizer_G = torch.optim.Adam(self.G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.optimizer_D = torch.optim.Adam(self.D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.loss = nn.BCEWithLogitsLoss()
+        rng = np.random.default_rng(seed + 1)
+        n = BATCH[size]
+        image = (3, 6, 6) if size == "toy" else (3, 64, 64)
+        as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
+        self.real = as_tensor(rng.uniform(-1, 1, (n, *image)))
+        self.z = as_tensor(rng.standard_normal((n, NZ, 1, 1)))
+        self.y_real, self.y_fake = torch.ones(n, 1, device=device), torch.zeros(n, 1, device=device)
+
+
+# --- the idioms -----------------------------------------------------------------------------
+# Each returns the G loss; its cost formula counts convolution FLOPs in blocks (FG: one G
+# forward, BG: one G backward, FD, and D's backward producing weight gradients BDw, weight and
+# input gradients BDwx, or the input gradient only BDx) and, for memory, the bytes alive when
+# the G step's backward starts (PG, PD: gradients; AG, AD*: tensors saved for backward).
+
+def detach(gan: Gan):
+    """The DCGAN example's step: one G forward; D's fake loss stops at fake.detach()."""
+    G, D, loss = gan.G, gan.D, gan.loss
+    D.zero_grad()
+    loss(D(gan.real), gan.y_real).backward()
+    fake = G(gan.z)
+    loss(D(fake.detach()), gan.y_fake).backward()
+    gan.optimizer_D.step()
+    G.zero_grad()
+    errG = loss(D(fake), gan.y_real)
+    errG.backward()
+    gan.optimizer_G.step()
+    return errG
+
+
+def retain_graph(gan: Gan):
+    """No detach: D's fake loss backpropagates through G too (those G gradients are thrown away
+    by G.zero_grad), and retain_graph=True keeps the graph, D's part included while errD_fake
+    lives, so that the G step can backpropagate through G's forward again."""
+    G, D, loss = gan.G, gan.D, gan.loss
+    D.zero_grad()
+    loss(D(gan.real), gan.y_real).backward()
+    fake = G(gan.z)
+    errD_fake = loss(D(fake), gan.y_fake)
+    errD_fake.backward(retain_graph=True)
+    gan.optimizer_D.step()
+    G.zero_grad()
+    errG = loss(D(fake), gan.y_real)
+    errG.backward()
+    gan.optimizer_G.step()
+    return errG
+
+
+def recompute(gan: Gan):
+    """G runs twice: without a graph for D's step, with one for G's. (G's BN then sees two
+    batches per iteration instead of one.)"""
+    G, D, loss = gan.G, gan.D, gan.loss
+    D.zero_grad()
+    loss(D(gan.real), gan.y_real).backward()
+    with torch.no_grad():
+        fake = G(gan.z)
+    loss(D(fake), gan.y_fake).backward()
+    gan.optimizer_D.step()
+    G.zero_grad()
+    errG = loss(D(G(gan.z)), gan.y_real)
+    errG.backward()
+    gan.optimizer_G.step()
+    return errG
+
+
+def requires_grad_off(gan: Gan):
+    """As detach, with D.requires_grad_(False) around the G step: no weight gradients for D."""
+    G, D, loss = gan.G, gan.D, gan.loss
+    D.zero_grad()
+    loss(D(gan.real), gan.y_real).backward()
+    fake = G(gan.z)
+    loss(D(fake.detach()), gan.y_fake).backward()
+    gan.optimizer_D.step()
+    G.zero_grad()
+    D.requires_grad_(False)
+    errG = loss(D(fake), gan.y_real)
+    errG.backward()
+    D.requires_grad_(True)
+    gan.optimizer_G.step()
+    return errG
+
+
+# id -> (step, FLOP formula, memory formula); the first is the baseline
+IDIOMS: Dict[str, tuple] = {
+    "detach": (detach, {"FG": 1, "FD": 3, "BDw": 2, "BDwx": 1, "BG": 1},
+               {"PG": 1, "PD": 1, "AG": 1, "ADwx": 1}),
+    # + one backward through G (BG) and through D's first layer into G (BDwx - BDw); D's
+    # fake-batch graph is still alive in the G step
+    "retain-graph": (retain_graph, {"FG": 1, "FD": 3, "BDw": 1, "BDwx": 2, "BG": 2},
+                     {"PG": 1, "PD": 1, "AG": 1, "ADwx": 2}),
+    # + one forward of G (FG); the first runs without a graph, so no extra saved tensors
+    "recompute": (recompute, {"FG": 2, "FD": 3, "BDw": 2, "BDwx": 1, "BG": 1},
+                  {"PG": 1, "PD": 1, "AG": 1, "ADwx": 1}),
+    # D's backward in the G step makes the input gradient only (BDx instead of BDwx)
+    "requires-grad-off": (requires_grad_off, {"FG": 1, "FD": 3, "BDw": 2, "BDx": 1, "BG": 1},
+                          {"PG": 1, "PD": 1, "AG": 1, "ADx": 1}),
+}
+
+
+class Idiom:
+    def __init__(self, idiom_id: str, size: str, device: str):
+        self.id = idiom_id
+        self.gan = Gan(size, device)
+        self._step, self.flops, self.memory = IDIOMS[idiom_id]
+        self.device = device
+        self.facts: Dict[str, object] = {}
+
+    def step(self):
+        return self._step(self.gan)
+
+    def sync(self, out) -> None:
+        out.item()  # a user's loss logging; on CUDA it waits for the iteration to finish
+
+
+def cuda_memory() -> tuple:
+    """(reset, read) over torch's CUDA allocator: read gives (peak, at reset) bytes."""
+    state = {}
+
+    def reset():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        state["base"] = torch.cuda.memory_allocated()
+
+    def read():
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated(), state["base"]
+
+    return reset, read
+
+
+class TorchBench:
+    idioms = tuple(IDIOMS)
+    framework = "torch"
+
+    def setup(self, device: str) -> Optional[str]:
+        """Configure torch for ``device``; the reason it cannot be used, or None."""
+        torch.set_num_threads(1)  # as the engines: one thread, the same for every framework
+        if device == "cuda":
+            if not torch.cuda.is_available():
+                return f"torch {torch.__version__} sees no CUDA device"
+            torch.backends.cuda.matmul.allow_tf32 = False  # parity runs: full float32
+            torch.backends.cudnn.allow_tf32 = False
+        return None
+
+    def versions(self) -> Dict[str, str]:
+        return {"torch": torch.__version__}
+
+    def build(self, idiom: str, size: str, device: str) -> Idiom:
+        return Idiom(idiom, size, device)
+
+    def gpu_memory(self) -> Optional[tuple]:
+        return cuda_memory()
+
+    def count(self, size: str, device: str) -> Dict[str, object]:
+        """The model's blocks for ``size``, counted, and each idiom's whole iteration counted
+        directly (a check that the formulas describe the code)."""
+        return count_blocks(size, device)
+
+
+# --- counting -------------------------------------------------------------------------------
+
+def _flops(fn: Callable[[], object]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def _saved_bytes(fn: Callable[[], object], exclude) -> int:
+    """Bytes of the distinct tensors autograd saves for backward while ``fn`` runs, not
+    counting the parameters (they exist anyway)."""
+    seen = {t.untyped_storage().data_ptr() for t in exclude}
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in seen:
+            seen.add(ptr)
+            total += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
+def count_blocks(size: str, device: str) -> Dict[str, object]:
+    gan = Gan(size, device)
+    G, D, z = gan.G, gan.D, gan.z
+    params = list(G.parameters()) + list(D.parameters())
+    fake = G(z).detach()
+    blocks: Dict[str, int] = {}
+
+    def d_backward(weights: bool, inputs: bool):
+        D.requires_grad_(weights)
+        x = fake.clone().requires_grad_(inputs)
+        out = D(x).sum()
+        blocks_fn = lambda: out.backward()  # noqa: E731
+        flops = _flops(blocks_fn)
+        D.requires_grad_(True)
+        return flops
+
+    blocks["FG"] = _flops(lambda: G(z))
+    blocks["FD"] = _flops(lambda: D(fake))
+    out = G(z).sum()
+    blocks["BG"] = _flops(lambda: out.backward())
+    blocks["BDw"] = d_backward(True, False)
+    blocks["BDwx"] = d_backward(True, True)
+    blocks["BDx"] = d_backward(False, True)
+
+    def d_saved(weights: bool, inputs: bool) -> int:
+        D.requires_grad_(weights)
+        n = _saved_bytes(lambda: D(fake.clone().requires_grad_(inputs)), params)
+        D.requires_grad_(True)
+        return n
+
+    blocks["PG"] = sum(p.numel() * p.element_size() for p in G.parameters())
+    blocks["PD"] = sum(p.numel() * p.element_size() for p in D.parameters())
+    blocks["AG"] = _saved_bytes(lambda: G(z), params)
+    blocks["ADw"] = d_saved(True, False)
+    blocks["ADwx"] = d_saved(True, True)
+    blocks["ADx"] = d_saved(False, True)
+    direct = {}
+    for idiom_id, (step, _, _) in IDIOMS.items():
+        other = Gan(size, device)
+        step(other)  # Adam's state exists from here on, as in the timed loop
+        direct[idiom_id] = _flops(lambda: step(other))
+    return {"blocks": blocks, "direct_flops": direct}
+
+
+BENCH = TorchBench()
