@@ -154,6 +154,42 @@ def parity_section(results: dict) -> List[str]:
     return out
 
 
+def tolerance_notes(results: dict) -> List[str]:
+    """Why the tolerances are what they are, with this run's numbers on both sides of them."""
+    out = []
+    parity_records = [r for r in results["parity"] if r["config"] == PARITY.name and r["stage"] != "structure"]
+    f32 = [r["judged_diff"] for r in parity_records if r["tolerance"] == TOLERANCE["float32"]
+           and isinstance(r["judged_diff"], float)]
+    effects = [p["max_abs_diff"] for p in results["pitfalls"] if not p["holds"] and isinstance(p["max_abs_diff"], float)]
+    if f32:
+        out.append(
+            f"Tolerances. float64: {fmt(TOLERANCE['float64'])}, the bar set for engines that compute in float64. "
+            f"float32 (and engines that compute in float32 whatever was asked): {fmt(TOLERANCE['float32'])}. A float32 "
+            "value carries a rounding error of 2^-24 (6e-8) relative per operation, and one output of these nets "
+            "sums up to 576 products, so rounding alone can reach about 3e-5 relative in the worst case; "
+            f"the largest float32-level difference measured in this run is {fmt(max(f32))}"
+            + (f", and the smallest effect of a restored default that exceeds it is {fmt(min(e for e in effects if e > TOLERANCE['float32']))}"
+               if any(e > TOLERANCE["float32"] for e in effects) else "")
+            + ". The tolerance separates the two.")
+        out.append("")
+    reference_only = sorted({n for r in parity_records for n in r.get("reference_only", [])})
+    if reference_only:
+        out += [f"PyTorch-only state, with no counterpart in Keras and so not compared: {', '.join(reference_only)}.", ""]
+    return out
+
+
+def claims_matrix(results: dict, engines: List[str]) -> str:
+    """Every claim of every scenario against every engine: did what the source says hold?"""
+    from compare.scenarios import catalog
+
+    rows = []
+    for scenario in catalog().values():
+        for claim in scenario.claims:
+            rows.append([f"{scenario.id}: {claim.id}", claim.source]
+                        + [claim_verdicts(results, scenario, e, claim.id) for e in engines])
+    return tabulate(rows, ["claim", "source"] + engines, tablefmt="github")
+
+
 def rules_section(results: dict) -> List[str]:
     out = []
     for rule, text in results["rules"].items():
@@ -266,18 +302,26 @@ def find_record(results: dict, scenario: str, engine: str, init: str, variant: s
 
 
 def claim_verdicts(results: dict, scenario, engine: str, claim_id: str) -> str:
-    seen = {}
+    """One verdict, or the majority verdict with its exceptions named (by variant, and by
+    initialisation only where the two initialisations disagree)."""
+    seen: Dict[str, Dict[str, str]] = {}
     for record in results["results"]:
         if record["scenario"] == scenario.id and record["engine"] == engine:
             for verdict in record.get("claims", []):
                 if verdict["claim"] == claim_id and verdict["verdict"] != "not-applicable":
-                    key = record["init"] + (f" {record['variant']}" if record["variant"] else "")
-                    seen[key] = verdict["verdict"]
-    if not seen:
+                    seen.setdefault(record["variant"], {})[record["init"]] = verdict["verdict"]
+    labelled: Dict[str, str] = {}
+    for variant, by_init in seen.items():
+        if len(set(by_init.values())) == 1:
+            labelled[variant or "all"] = next(iter(by_init.values()))
+        else:
+            labelled.update({" ".join(filter(None, [variant, f"{init} init"])): v for init, v in by_init.items()})
+    if not labelled:
         return "n/a"
-    if len(set(seen.values())) == 1:
-        return next(iter(seen.values()))
-    return "; ".join(f"{k}: {v}" for k, v in seen.items())
+    verdicts = list(labelled.values())
+    majority = max(set(verdicts), key=verdicts.count)
+    others = [f"{k}: {v}" for k, v in labelled.items() if v != majority]
+    return majority if not others else f"{majority}, except {'; '.join(others)}"
 
 
 def scenario_sections(results: dict, engines: List[str]) -> List[str]:
@@ -363,6 +407,12 @@ def render_markdown(results: dict) -> str:
             "",
             scenario_matrix(results, engines),
             "",
+            "Claims from the sources, and whether each held on each engine (n/a: the claim does not speak "
+            "about that engine, or the engine did not run it; where the verdict differs between "
+            "initialisations or variants, each is named):",
+            "",
+            claims_matrix(results, engines),
+            "",
         ]
         parts += scenario_sections(results, engines)
     parts += [
@@ -382,6 +432,10 @@ def render_markdown(results: dict) -> str:
     parts += parity_section(results)
     parts += [
         f"Overall: {'every parity check holds' if not failing else 'checks that fail: ' + ', '.join(failing)}.",
+        "",
+    ]
+    parts += tolerance_notes(results)
+    parts += [
         "",
         "## Rules that explain a difference",
         "",
