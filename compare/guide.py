@@ -8,7 +8,7 @@ quoted from the scenario implementation that ran.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from tabulate import tabulate
 
@@ -100,48 +100,99 @@ def evidence(results: dict, idiom: Idiom, report_link: str) -> str:
     return "<br>".join(parts) or "not run"
 
 
-def traps(results: dict) -> List[str]:
-    """Scenarios where the same code (or its counterpart) had different outcomes on different
-    engines, and claims that held on some engines and not on others."""
-    from compare.scenarios import catalog
+def call_by_call(record: dict) -> str:
+    """'combined.train_on_batch: G; D.train_on_batch: nothing' - whose parameters each call moved."""
+    if record["status"] not in ("ok", "raised"):
+        return record["status"]
+    parts = []
+    for step in record["steps"]:
+        moved = "+".join(net for net in ("G", "D") if step["changed"][net]["params"]) or "nothing"
+        if "error" in step:
+            moved += f" (raised {step['error']['type']})"
+        parts.append(f"{step['label']}: {moved}")
+    return "; ".join(parts)
 
-    out = []
+
+def differing(results: dict, scenario, engines: Sequence[str], describe) -> Optional[tuple]:
+    """(variant, init, {engine: description}) for the first case where these engines' outcomes,
+    as ``describe`` puts them, differ."""
+    for variant in scenario.variants:
+        for init in scenario.inits:
+            seen = {}
+            for engine in engines:
+                record = find_record(results, scenario.id, engine, init, variant)
+                if record is not None and record["status"] in ("ok", "raised"):
+                    seen[engine] = describe(record)
+            if len(seen) > 1 and len(set(seen.values())) > 1:
+                return variant, init, seen
+    return None
+
+
+def traps(results: dict) -> List[str]:
+    """Where the same code, or its counterpart, behaved differently: across Keras versions and
+    backends first (the same Keras code ran on all of them), then PyTorch against Keras."""
+    from compare.report import claim_verdicts
+    from compare.scenarios import KERAS_IDS, catalog
+
+    keras_engines = [e for e in KERAS_IDS if e in results["engines"]]
+    out = ["### The same Keras code on Keras 2, Keras 3 and its backends", "",
+           "Scenarios where one Keras implementation ran on several engines and the engines disagreed; "
+           "call by call, whose parameters moved.", ""]
+    found = False
     for scenario in catalog().values():
-        for variant in scenario.variants:
-            for init in scenario.inits:
-                outcome = {e: c for e, c in outcomes(results, scenario.id, init, variant).items() if c != "n/a"}
-                if len(set(outcome.values())) > 1:
-                    label = scenario.id + (f" [{variant}]" if variant else "") + f", {init} init"
-                    out.append(f"- **{label}**: {scenario.question} Outcome: {grouped(outcome)}.")
-                    break  # one init is enough to show the trap
+        by_function: Dict[object, List[str]] = {}
+        for engine in keras_engines:
+            if engine in scenario.implementations:
+                by_function.setdefault(scenario.implementations[engine], []).append(engine)
+        for engines in by_function.values():
+            case = differing(results, scenario, engines, call_by_call)
+            if case:
+                found = True
+                variant, init, seen = case
+                label = scenario.id + (f" [{variant}]" if variant else "")
+                out.append(f"- **{label}** ({init} init). {scenario.question}")
+                out += [f"  - {ENGINE_NAMES[e]}: {text}" for e, text in seen.items()]
+    if not found:
+        out.append("None in this run.")
+    out += ["", "### PyTorch against Keras", "",
+            "Scenarios where the PyTorch idiom and its Keras counterparts end differently (whose parameters "
+            "moved over the whole scenario; whose state alone moved in brackets).", ""]
+    for scenario in catalog().values():
+        case = differing(results, scenario, ["torch"] + keras_engines, moved_cell)
+        if case and "torch" in case[2]:
+            variant, init, seen = case
+            label = scenario.id + (f" [{variant}]" if variant else "")
+            out.append(f"- **{label}** ({init} init): " + "; ".join(f"{ENGINE_NAMES[e]}: {v}" for e, v in seen.items()))
+    out += ["", "### Claims that do not hold everywhere", ""]
+    for scenario in catalog().values():
         for claim in scenario.claims:
-            verdicts: Dict[str, set] = {}
-            for record in results["results"]:
-                if record["scenario"] != scenario.id:
-                    continue
-                for v in record.get("claims", []):
-                    if v["claim"] == claim.id and v["verdict"] != "not-applicable":
-                        verdicts.setdefault(v["verdict"], set()).add(record["engine"])
-            if len(verdicts) > 1 or "does-not-hold" in verdicts:
-                summary = "; ".join(f"{verdict} on {', '.join(sorted(engines))}" for verdict, engines in verdicts.items())
-                out.append(f"- **{scenario.id}**, claim from {claim.source}: \"{claim.text}\" {summary}.")
+            verdicts = {e: claim_verdicts(results, scenario, e, claim.id) for e in results["engines"]}
+            verdicts = {e: v for e, v in verdicts.items() if v != "n/a"}
+            if any(v != "holds" for v in verdicts.values()):
+                out.append(f"- {scenario.id}, from {claim.source}: \"{claim.text}\" "
+                           + "; ".join(f"{ENGINE_NAMES[e]}: {v}" for e, v in verdicts.items()))
     return out
 
 
 def numeric_traps(results: dict) -> List[str]:
     out = []
+    estimators: Dict[str, List[str]] = {}
     for engine, info in results["engines"].items():
         for dtype, run in info["runs"].items():
             if run["status"] != "ok":
                 continue
-            out.append(f"- {ENGINE_NAMES[engine]}, {dtype}: BatchNorm keeps the {run['bn_estimator']['estimator']} "
-                       f"batch variance as its moving variance"
-                       + (" and computes in float32 although float64 was asked for"
-                          if dtype == "float64" and run["bn_estimator"]["on_float32_grid"] else "") + ".")
+            text = f"keeps the {run['bn_estimator']['estimator']} batch variance"
+            if dtype == "float64" and run["bn_estimator"]["on_float32_grid"]:
+                text += ", computing in float32 although float64 was asked for"
+            estimators.setdefault(text, []).append(f"{ENGINE_NAMES[engine]} {dtype}")
+    out += [f"- BatchNorm {text}: {', '.join(where)}." for text, where in estimators.items()]
+    effects: Dict[str, List[str]] = {}
     for p in results["pitfalls"]:
         if not p["holds"] and p["dtype"] == "float64":
-            out.append(f"- {p['description']}: {ENGINE_NAMES[p['engine']]} differs from PyTorch by up to "
-                       f"{p['max_abs_diff']:.1e} ({p['worst_stage']}).")
+            effects.setdefault(p["description"], []).append(
+                f"{ENGINE_NAMES[p['engine']]} {p['max_abs_diff']:.1e} ({p['worst_stage']})")
+    out += [f"- {description}: largest difference from PyTorch in float64: {'; '.join(where)}."
+            for description, where in effects.items()]
     return out
 
 
@@ -196,11 +247,11 @@ def render_guide(results: dict, report_link: str = "REPORT.md") -> str:
             observed = "; ".join(f"{ENGINE_NAMES[e]}: {outcomes(results, scenario_id).get(e, 'not run')}"
                                  for e in names)
             parts += [f"Observed: {observed}.", "", "```python", without_recorder(code), "```", ""]
-    parts += ["## Traps: the same idiom, different behaviour", "",
-              "Scenarios whose outcome differs between engines, and source claims that do not hold everywhere.",
-              ""]
-    parts += traps(results) or ["None found in this run."]
-    parts += ["", "## Numerical traps", "", "Measured in the parity runs (see the report's parity section).", ""]
+    parts += ["## Traps: the same idiom, different behaviour", ""]
+    parts += traps(results)
+    parts += ["", "## Numerical traps", "",
+              "Measured in the parity runs (see the report's parity section): what keeps two correct ports "
+              "from agreeing to the last digit.", ""]
     parts += numeric_traps(results)
     parts.append("")
     return "\n".join(parts)
