@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -55,7 +56,14 @@ def test_rendered_files_are_what_the_committed_results_give(name):
     path = GUIDE if name == "guide" else os.path.join(REPORTS, name)
     with open(path) as f:
         committed = f.read()
-    assert committed == texts[name], f"{path} differs from what results.json renders to: edited by hand? {REGENERATE}"
+    fresh = texts[name]
+    if name == "report.html":  # plot pixels depend on the matplotlib release; the page around them must not
+        committed, fresh = without_images(committed), without_images(fresh)
+    assert committed == fresh, f"{path} differs from what results.json renders to: edited by hand? {REGENERATE}"
+
+
+def without_images(html: str) -> str:
+    return re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:image/png;base64,...", html)
 
 
 def chromium() -> str:
