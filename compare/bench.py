@@ -13,8 +13,9 @@ each ratio is taken pair by pair (idiom / baseline within one repeat), then its 
 interquartile range. Peak memory is measured in a fresh child process per (engine, size,
 idiom): on the CPU, the growth of the resident set over the steady state during two
 iterations (Linux: peak RSS, VmHWM, reset through /proc/self/clear_refs after warm-up, with
-glibc's mmap threshold fixed so that freed tensors leave the RSS; elsewhere:
-resource.getrusage's ru_maxrss); on CUDA, the framework allocator's peak.
+glibc's mmap threshold fixed and TensorFlow's oneDNN allocator sent to malloc, so that freed
+tensors leave the RSS; elsewhere: resource.getrusage's ru_maxrss, whose earlier peak hides
+growth below it); on CUDA, the framework allocator's peak.
 
 Model. FLOPs are counted, once per size, with torch.utils.flop_counter.FlopCounterMode
 (convolution and matmul FLOPs; elementwise work, BatchNorm and Adam are not counted), in
@@ -22,8 +23,10 @@ blocks: FG, FD (one forward of G, of D), BG (one backward of G), BDw, BDwx, BDx 
 of D making its weight gradients; weight and input gradients; the input gradient only).
 An idiom's cost is a formula in these blocks, e.g. detach = FG + 3 FD + 2 BDw + BDwx + BG;
 its predicted ratio is formula / baseline formula. Memory is modelled as the bytes alive
-when the G step's backward starts: gradients (PG, PD) and tensors saved for backward (AG,
-ADw, ADwx, ADx: counted with torch.autograd.graph.saved_tensors_hooks). Nothing in the
+at the iteration's peak, usually when the G step's backward starts: gradients (PG, PD) and
+tensors saved for backward (AG, ADw, ADwx, ADx: counted with
+torch.autograd.graph.saved_tensors_hooks); where another phase may be the peak, the formula
+is the max over phases. Nothing in the
 model comes from a timing.
 
 This module imports no framework: frameworks are imported in the child processes only
@@ -39,7 +42,6 @@ import importlib
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -144,11 +146,17 @@ def iqr(values: List[float]) -> float:
     return quantile(values, 0.75) - quantile(values, 0.25)
 
 
-def evaluate(formula: Dict[str, int], blocks: Dict[str, int]) -> int:
+def evaluate(formula, blocks: Dict[str, int]) -> int:
+    """A formula is a sum of blocks ({block: count}) or, for memory, a list of such sums
+    (the phases of an iteration), of which the largest is the peak."""
+    if isinstance(formula, list):
+        return max(evaluate(phase, blocks) for phase in formula)
     return sum(count * blocks[name] for name, count in formula.items())
 
 
-def render(formula: Dict[str, int]) -> str:
+def render(formula) -> str:
+    if isinstance(formula, list):
+        return f"max({', '.join(render(phase) for phase in formula)})"
     return " + ".join(name if n == 1 else f"{n} {name}" for name, n in formula.items())
 
 
@@ -226,6 +234,8 @@ def _rss_probe() -> Tuple[Callable[[], None], Callable[[], Tuple[int, int]], str
 
         return reset, lambda: (status("VmHWM"), state["base"]), "rss-hwm"
     # ru_maxrss is a process-lifetime high-water mark: only growth above the earlier peak shows
+    import resource  # Unix only
+
     scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
     state = {}
 
@@ -295,6 +305,9 @@ def write_json(path: str, data) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a plain file is not
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -316,16 +329,18 @@ def bench_environment(engine: str, device: str, memory: bool) -> Dict[str, str]:
         # a fixed threshold: large blocks are mmap'ed and unmapped on free, so the RSS follows
         # the live tensors (glibc's adaptive threshold would keep freed blocks resident)
         env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+        # TensorFlow's oneDNN build pools large blocks in its own allocator, which would keep
+        # the working set resident between iterations; this sends them to malloc too
+        env["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] = "1"
     return env
 
 
 class Children:
     """Start bench child processes one at a time (timings must not share the CPU), each
-    with a timeout; kill the one alive on interruption."""
+    with a timeout; an interruption kills the one alive."""
 
     def __init__(self, workdir: str, device: str, progress: Callable[[str], None]):
         self.workdir, self.device, self.progress = workdir, device, progress
-        self.live: Optional[subprocess.Popen] = None
         self.count = 0
 
     def run(self, mode: str, engine: str, sizes: str, *options: str, idiom: Optional[str] = None) -> dict:
@@ -338,7 +353,6 @@ class Children:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True,
                                 env=bench_environment(engine, self.device, memory=mode == "memory"))
-        self.live = proc
         tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL)
 
         def pump() -> None:
@@ -356,8 +370,9 @@ class Children:
             kill(proc)
             reader.join(5)
             return {"status": "failed", "reason": f"no result within {CHILD_TIMEOUT:.0f} s", "stderr_tail": list(tail)}
-        finally:
-            self.live = None
+        except BaseException:  # interrupted: no bench process may outlive the run
+            kill(proc)
+            raise
         reader.join(5)
         try:
             with open(out) as f:
@@ -369,10 +384,6 @@ class Children:
             return {"status": "failed", "reason": reason, "stderr_tail": list(tail)}
         result["seconds"] = time.monotonic() - started
         return result
-
-    def stop(self) -> None:
-        if self.live is not None:
-            kill(self.live)
 
 
 def build_rows(engine: str, size: str, timing: dict, memory: Dict[str, dict], blocks: Optional[dict]) -> List[dict]:
@@ -401,7 +412,8 @@ def build_rows(engine: str, size: str, timing: dict, memory: Dict[str, dict], bl
             "flops_formula": render(data["flops_formula"]), "flops_model": flops, "predicted_ratio": predicted,
             "within_tolerance": within(median(ratios), predicted),
             "memory_formula": render(data["memory_formula"]), "memory_model_bytes": model_bytes,
-            "peak_bytes": peak, "memory_method": (memory.get(idiom_id) or {}).get("method"),
+            "peak_bytes": peak, "absolute_peak_bytes": (memory.get(idiom_id) or {}).get("absolute_peak_bytes"),
+            "memory_method": (memory.get(idiom_id) or {}).get("method"),
             "memory_status": (memory.get(idiom_id) or {}).get("status"),
             "memory_ratio": measured_mem, "predicted_memory_ratio": predicted_mem,
             "memory_within_tolerance": within(measured_mem, predicted_mem),
@@ -439,20 +451,27 @@ def report_floor(engines: List[str], progress: Callable[[str], None]) -> dict:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        while thread.is_alive():
+            thread.join(0.2)  # short waits keep the main thread responsive to signals
     floor = time.monotonic() - started
     progress(f"report floor: {floor:.1f} s; now timing `python -m compare report` (minutes)")
     with tempfile.TemporaryDirectory(prefix="compare-bench-report-") as out:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
         started = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "compare", "report", "--out", out, "--quiet",
-                               "--engines", ",".join(engines)], env=env, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
+        proc = subprocess.Popen([sys.executable, "-m", "compare", "report", "--out", out, "--quiet",
+                                 "--engines", ",".join(engines)], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
+        try:
+            _, stderr = proc.communicate()
+        except BaseException:  # SIGTERM makes the report stop its own engine processes
+            proc.terminate()
+            proc.wait(60)
+            raise
         report = time.monotonic() - started
-    progress(f"report: {report:.1f} s (exit status {done.returncode})")
+    progress(f"report: {report:.1f} s (exit status {proc.returncode})")
     return {"engines": engines, "processes": len(pairs), "floor_s": floor, "report_s": report,
-            "ratio": report / floor if floor else None, "report_exit_status": done.returncode,
-            "floor_failures": failed, "report_stderr_tail": done.stderr.splitlines()[-STDERR_TAIL:]}
+            "ratio": report / floor if floor else None, "report_exit_status": proc.returncode,
+            "floor_failures": failed, "report_stderr_tail": stderr.splitlines()[-STDERR_TAIL:]}
 
 
 def _fmt(value: Optional[float], digits: int = 2) -> str:
@@ -481,11 +500,11 @@ def print_table(results: dict) -> None:
         rows.append([r["engine"], r["size"], r["idiom"], _ms(r["ms_median"]), _ms(r["ms_iqr"]),
                      _fmt(r["peak_bytes"] / 2 ** 20, 1) if r["peak_bytes"] is not None else "",
                      _fmt(r["flops_model"] / 1e6, 1) if r["flops_model"] is not None else "",
-                     _fmt(r["ratio_median"]) + (f" ±{r['ratio_iqr']:.2f}" if r["ratio_iqr"] else ""),
+                     _fmt(r["ratio_median"]) + (f" ({r['ratio_iqr']:.2f})" if r["ratio_iqr"] else ""),
                      _fmt(r["predicted_ratio"]), _agree(r["within_tolerance"]),
                      _fmt(r["memory_ratio"]), _fmt(r["predicted_memory_ratio"]), _agree(r["memory_within_tolerance"])])
     headers = ["engine", "size", "idiom", "ms/iter", "IQR ms", "peak MiB", "model MFLOP", "ratio (IQR)",
-               "predicted", "within 25%", "mem ratio", "mem predicted", "within 25%"]
+               "predicted", "within 25%", "mem ratio", "mem predicted", "mem within 25%"]
     print(tabulate(rows, headers, tablefmt="github", disable_numparse=True))
     print()
     print("ratio: median over repeats of (idiom / baseline) in the same repeat; baseline: detach (torch), "
@@ -508,14 +527,15 @@ def print_table(results: dict) -> None:
         print(f"\n`python -m compare report` ({', '.join(floor['engines'])}, both dtypes): {floor['report_s']:.1f} s; "
               f"floor (its {floor['processes']} engine processes importing their framework and exiting): "
               f"{floor['floor_s']:.1f} s; ratio {_fmt(floor['ratio'])}"
-              + (f"; the report exited with status {floor['report_exit_status']}" if floor["report_exit_status"] else ""))
+              + (f"; the report exited with status {status}" if (status := floor["report_exit_status"]) else ""))
 
 
 MEMORY_NOTES = {
     "cpu": "growth of the resident set over the steady state during 2 iterations, one fresh process per "
            "(engine, size, idiom) (Linux: VmHWM reset via /proc/self/clear_refs after warm-up, glibc mmap "
-           "threshold fixed at 64 KiB; else ru_maxrss); it counts native allocations too, but also allocator "
-           "and page granularity and framework workspaces",
+           "threshold fixed at 64 KiB and TensorFlow's oneDNN allocator sent to malloc, so that freed tensors "
+           "leave the RSS; else ru_maxrss); it counts native allocations too, but also allocator and page "
+           "granularity and framework workspaces",
     "cuda": "peak of the framework's GPU allocator over its use at the start of 2 iterations, one fresh "
             "process per (engine, size, idiom)",
 }
@@ -529,9 +549,8 @@ def _parse_sizes(text: str) -> List[str]:
     return [s for s in SIZES if s in wanted]
 
 
-def main(argv: List[str]) -> int:
-    """``compare bench`` with its own arguments: 0 when every engine ran, 1 when one failed,
-    2 on a usage error (one line on stderr)."""
+def parse_arguments(argv: List[str]) -> Tuple[argparse.Namespace, List[str], List[str]]:
+    """(arguments, engines, sizes); a usage error exits with status 2 and one line on stderr."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -549,12 +568,26 @@ def main(argv: List[str]) -> int:
         folder = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             parser.error(f"cannot write --out {args.out}: folder missing or not writable")
+    return args, engines, sizes
+
+
+def main(argv: List[str]) -> int:
+    """``compare bench`` with its own arguments (``compare bench --help``). Returns the exit
+    status: 0 when every engine ran, 1 when one failed, 2 on a usage error (reported in one
+    line on stderr), 130 when interrupted."""
+    try:
+        args, engines, sizes = parse_arguments(argv)
+    except SystemExit as exc:  # argparse's way out (--help too): a status, not an exception
+        return exc.code if isinstance(exc.code, int) else 2
 
     def progress(line: str) -> None:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
     installed = [e for e in engines if not ENGINES[e].missing()]
+    for e in engines:
+        if e not in installed and args.engines is None:
+            progress(f"skipping {e}: {', '.join(ENGINES[e].missing())} not installed ({ENGINES[e].install})")
     rows: List[dict] = []
     if args.engines is not None:  # asked for by name: say why it did not run
         for e in engines:
@@ -605,11 +638,14 @@ def main(argv: List[str]) -> int:
             if args.report_floor:
                 results["report_floor"] = report_floor(installed, progress)
         except KeyboardInterrupt:
-            children.stop()
             print("compare bench: interrupted", file=sys.stderr)
             return 130
     results["seconds"] = time.monotonic() - started
-    print_table(results)
+    try:
+        print_table(results)
+        sys.stdout.flush()
+    except BrokenPipeError:  # output piped into e.g. head, which stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if args.out:
         write_json(args.out, results)
         progress(f"wrote {args.out}")

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True,
                         help="folder for results.json, REPORT.md and report.html (created if missing)")
     report.add_argument("--guide", help="where to write the migration guide (default: OUT/migration-guide.md)")
+    report.add_argument("--bench", help="a `compare bench` results file for the performance section "
+                                        "(default: OUT/bench.json where it exists)")
     report.add_argument("--engines", help=f"comma-separated engine ids (default: all): {', '.join(ENGINES)}")
     report.add_argument("--dtype", choices=DTYPES + ("both",), default="both",
                         help="precision of the runs (default: both)")
@@ -49,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--engines", help="comma-separated engine ids (default: all)")
     run.add_argument("--timeout", type=float, default=900.0, help="seconds per engine process (default 900)")
     run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+    sub.add_parser("bench", add_help=False,
+                   help="time and memory of each idiom, measured and predicted (compare bench --help)")
 
     diff = sub.add_parser("diff", help="what changed between two results.json files (exit 1 if anything did)")
     diff.add_argument("old")
@@ -160,6 +165,16 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         guide_dir = os.path.dirname(os.path.abspath(args.guide))
         if not os.path.isdir(guide_dir) or not os.access(guide_dir, os.W_OK):
             parser.error(f"cannot write the guide to {args.guide}: its folder does not exist or is not writable")
+    bench_path = args.bench or os.path.join(out_dir, "bench.json")
+    performance = None
+    if args.bench or os.path.exists(bench_path):
+        from compare.diff import ResultsError
+        from compare.report import load_bench
+
+        try:
+            performance = load_bench(bench_path)
+        except ResultsError as exc:
+            parser.error(str(exc))
     dtypes = list(DTYPES) if args.dtype == "both" else [args.dtype]
 
     def progress(line: str) -> None:
@@ -179,7 +194,7 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         runs = run_engines(engines, dtypes, workdir, jobs=args.jobs, timeout=args.timeout, progress=progress)
         records = parity.compare_runs(runs)
         observations = collect(engines, runs)
-        results = report.build_results(engines, dtypes, runs, records, observations)
+        results = report.build_results(engines, dtypes, runs, records, observations, performance)
     paths = report.write_report(out_dir, results, args.guide)
     incomplete = [f"{e} {d}: {r.status} ({r.reason})" for (e, d), r in runs.items() if r.status in ("failed", "timeout")]
     failing = [r for r in records if r["config"] == "parity" and not r["holds"]]
@@ -196,6 +211,12 @@ def _terminate(signum, frame):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # the bench command parses its own options
+        from compare import bench
+
+        signal.signal(signal.SIGTERM, _terminate)
+        return bench.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops a run the way Ctrl-C does

@@ -20,14 +20,26 @@ BATCH = {"toy": 8, "dcgan64": 64}
 NZ, NGF, NDF = 100, 64, 64  # the PyTorch DCGAN example's widths
 LR, BETA_1 = 2e-4, 0.5  # the DCGAN example's Adam
 
-# Cost formulas (blocks: see compare.bench). The combined idioms make one more G forward than
-# the custom step (G.predict_on_batch for the fake batch, then G again inside the combined
-# model); with D frozen the combined step's D backward makes the input gradient only.
-COMBINED_FLOPS = {"FG": 2, "FD": 3, "BDw": 2, "BDx": 1, "BG": 1}
-COMBINED_MEMORY = {"PG": 1, "AG": 1, "ADx": 1}  # D's gradients are dead once D's call returns
-# ... unless the combined call trains D after all (then it also makes D's weight gradients)
-COMBINED_TRAINS_D_FLOPS = {"FG": 2, "FD": 3, "BDw": 2, "BDwx": 1, "BG": 1}
-COMBINED_TRAINS_D_MEMORY = {"PG": 1, "PD": 1, "AG": 1, "ADwx": 1}
+
+
+def combined_cost(d_call_trains_d: bool, combined_call_trains_d: bool):
+    """FLOP and memory formulas (blocks: see compare.bench) of one combined-model iteration:
+    D.train_on_batch on real and on fake, G.predict_on_batch, combined.train_on_batch.
+
+    One G forward more than the custom step (predict, then G again inside the combined
+    model). Which backward passes run depends on what each call really trains, which is
+    observed, not assumed: where a D frozen after its compile() is not trained by its own
+    train_on_batch (Keras 3: see the freeze.classic_recipe scenario), its calls make no
+    backward at all."""
+    flops = {"FG": 2, "FD": 3}
+    if d_call_trains_d:
+        flops["BDw"] = 2
+    # the combined call's backward through D makes the input gradient only, unless it trains D
+    flops["BDwx" if combined_call_trains_d else "BDx"] = 1
+    flops["BG"] = 1
+    # the peak is the combined call's backward; D's own gradients are dead once its call returns
+    memory = {"PG": 1, "PD": 1, "AG": 1, "ADwx": 1} if combined_call_trains_d else {"PG": 1, "AG": 1, "ADx": 1}
+    return flops, memory
 
 
 def leaky_relu(layers):
@@ -83,8 +95,12 @@ class Gan:
         self.y_real, self.y_fake = bench.tensor(np.ones((n, 1))), bench.tensor(np.zeros((n, 1)))
 
 
-def d_weights(D):
-    return [np.array(v.numpy()) for v in D.trainable_weights]
+def moves(D, call) -> bool:
+    """Whether ``call`` changes any of D's weights."""
+    weights = lambda: [np.array(v.numpy()) for v in D.weights if "moving" not in v.name]  # noqa: E731
+    before = weights()
+    call()
+    return any(not np.array_equal(a, b) for a, b in zip(before, weights()))
 
 
 class Idiom:
@@ -154,6 +170,9 @@ class KerasBench:
                 D.train_on_batch(fake, y_fake)
                 return combined.train_on_batch(z, y_real)
 
+            def d_call():
+                return D.train_on_batch(real, y_real)
+
             def g_call():
                 return combined.train_on_batch(z, y_real)
         else:
@@ -174,19 +193,19 @@ class KerasBench:
                 D.trainable = True
                 return errG
 
+            def d_call():
+                return D.train_on_batch(real, y_real)
+
             def g_call():
                 D.trainable = False
                 try:
                     return combined.train_on_batch(z, y_real)
                 finally:
                     D.trainable = True
-        # Which formula holds depends on what the combined call trains: observe it once
-        # (a semantic fact, not a timing) rather than assume it.
-        before = d_weights(D)
-        g_call()
-        trains_d = any(not np.array_equal(a, b) for a, b in zip(before, d_weights(D)))
-        flops, memory = ((COMBINED_TRAINS_D_FLOPS, COMBINED_TRAINS_D_MEMORY) if trains_d
-                         else (COMBINED_FLOPS, COMBINED_MEMORY))
-        facts = {"combined call trains D": trains_d,
+        # Which formula holds depends on what each call trains: observe it once, as the
+        # step makes the call (a semantic fact, not a timing).
+        d_call_trains_d, combined_call_trains_d = (moves(D, call) for call in (d_call, g_call))
+        flops, memory = combined_cost(d_call_trains_d, combined_call_trains_d)
+        facts = {"D call trains D": d_call_trains_d, "combined call trains D": combined_call_trains_d,
                  "jit_compile": str(getattr(combined, "jit_compile", "n/a"))}
         return Idiom(idiom, step, lambda out: float(np.asarray(out)), flops, memory, facts)

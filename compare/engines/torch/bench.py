@@ -74,8 +74,8 @@ class Gan:
 # --- the idioms -----------------------------------------------------------------------------
 # Each returns the G loss; its cost formula counts convolution FLOPs in blocks (FG: one G
 # forward, BG: one G backward, FD, and D's backward producing weight gradients BDw, weight and
-# input gradients BDwx, or the input gradient only BDx) and, for memory, the bytes alive when
-# the G step's backward starts (PG, PD: gradients; AG, AD*: tensors saved for backward).
+# input gradients BDwx, or the input gradient only BDx) and, for memory, the bytes alive at the
+# peak, mostly when the G step's backward starts (PG, PD: gradients; AG, AD*: saved tensors).
 
 def detach(gan: Gan):
     """The DCGAN example's step: one G forward; D's fake loss stops at fake.detach()."""
@@ -148,10 +148,11 @@ def requires_grad_off(gan: Gan):
 IDIOMS: Dict[str, tuple] = {
     "detach": (detach, {"FG": 1, "FD": 3, "BDw": 2, "BDwx": 1, "BG": 1},
                {"PG": 1, "PD": 1, "AG": 1, "ADwx": 1}),
-    # + one backward through G (BG) and through D's first layer into G (BDwx - BDw); D's
-    # fake-batch graph is still alive in the G step
+    # + one backward through G (BG) and through D's first layer into G (BDwx - BDw). Memory:
+    # D's fake-batch graph is still alive in the G step; or, in the D step, G's incoming
+    # gradients are added to the .grad the last G step left (G.zero_grad comes later)
     "retain-graph": (retain_graph, {"FG": 1, "FD": 3, "BDw": 1, "BDwx": 2, "BG": 2},
-                     {"PG": 1, "PD": 1, "AG": 1, "ADwx": 2}),
+                     [{"PG": 1, "PD": 1, "AG": 1, "ADwx": 2}, {"PG": 2, "PD": 1, "AG": 1, "ADwx": 1}]),
     # + one forward of G (FG); the first runs without a graph, so no extra saved tensors
     "recompute": (recompute, {"FG": 2, "FD": 3, "BDw": 2, "BDwx": 1, "BG": 1},
                   {"PG": 1, "PD": 1, "AG": 1, "ADwx": 1}),
@@ -257,19 +258,16 @@ def count_blocks(size: str, device: str) -> Dict[str, object]:
     fake = G(z).detach()
     blocks: Dict[str, int] = {}
 
-    def d_backward(weights: bool, inputs: bool):
+    def d_backward(weights: bool, inputs: bool) -> int:
         D.requires_grad_(weights)
-        x = fake.clone().requires_grad_(inputs)
-        out = D(x).sum()
-        blocks_fn = lambda: out.backward()  # noqa: E731
-        flops = _flops(blocks_fn)
+        out = D(fake.clone().requires_grad_(inputs)).sum()
+        flops = _flops(out.backward)
         D.requires_grad_(True)
         return flops
 
     blocks["FG"] = _flops(lambda: G(z))
     blocks["FD"] = _flops(lambda: D(fake))
-    out = G(z).sum()
-    blocks["BG"] = _flops(lambda: out.backward())
+    blocks["BG"] = _flops(G(z).sum().backward)
     blocks["BDw"] = d_backward(True, False)
     blocks["BDwx"] = d_backward(True, True)
     blocks["BDx"] = d_backward(False, True)

@@ -1,0 +1,145 @@
+"""``compare bench``: it runs, writes well-formed JSON, predicts from the FLOP model (not from
+timings) and fails cleanly on bad usage. Nothing here checks a timing against a target."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from compare import bench
+from compare.engines import ENGINES
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TORCH_IDIOMS = ["detach", "retain-graph", "recompute", "requires-grad-off"]
+
+
+def run_bench(*args, env=None):
+    env = dict(os.environ if env is None else env, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "compare.bench", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=600)
+
+
+def require_torch():
+    if ENGINES["torch"].missing():
+        pytest.skip("torch not installed: the torch idioms and the FLOP counts need it")
+
+
+@pytest.fixture(scope="module")
+def torch_toy(tmp_path_factory):
+    """One tiny run: torch, toy size, 2 repeats, 1 warm-up iteration."""
+    require_torch()
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    done = run_bench("--engines", "torch", "--sizes", "toy", "--repeats", "2", "--warmup", "1",
+                     "--quiet", "--out", str(out))
+    return done, out
+
+
+def test_runs_and_writes_well_formed_json(torch_toy):
+    done, out = torch_toy
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # --quiet
+    assert "ms/iter" in done.stdout and "predicted" in done.stdout
+    results = json.loads(out.read_text())
+    assert results["schema"] == bench.SCHEMA
+    assert results["settings"]["repeats"] == 2 and results["settings"]["sizes"] == ["toy"]
+    rows = results["rows"]
+    assert [r["idiom"] for r in rows] == TORCH_IDIOMS
+    assert not [p for p in out.parent.iterdir() if p.name != out.name]  # no temp file left behind
+    for r in rows:
+        assert r["status"] == "ok" and r["engine"] == "torch" and r["baseline"] == "detach"
+        assert len(r["samples_ms"]) == 2 and len(r["ratios"]) == 2
+        assert all(math.isfinite(x) and x > 0 for x in r["samples_ms"] + [r["ms_median"], r["ratio_median"]])
+        assert r["peak_bytes"] is not None and r["memory_method"] in ("rss-hwm", "ru_maxrss")
+        assert isinstance(r["within_tolerance"], bool)
+    assert rows[0]["ratios"] == [1.0, 1.0] and rows[0]["predicted_ratio"] == 1.0
+
+
+def test_ratios_are_taken_pair_by_pair():
+    timing = {"baseline": "a", "idioms": {
+        "a": {"samples_s": [1.0, 2.0, 4.0], "iterations_per_sample": 1, "flops_formula": {"FG": 1},
+              "memory_formula": {"PG": 1}, "facts": {}},
+        "b": {"samples_s": [3.0, 6.0, 12.0], "iterations_per_sample": 1, "flops_formula": {"FG": 2},
+              "memory_formula": [{"PG": 1}, {"PG": 3}], "facts": {}},
+    }}
+    rows = bench.build_rows("torch", "toy", timing, {}, {"FG": 5, "PG": 7})
+    # noise common to a repeat cancels: every pair gives 3, whatever the spread of the samples
+    assert rows[1]["ratios"] == [3.0, 3.0, 3.0] and rows[1]["ratio_iqr"] == 0
+    assert rows[1]["predicted_ratio"] == 2.0 and rows[1]["within_tolerance"] is False
+    assert rows[1]["predicted_memory_ratio"] == 3.0  # the larger phase is the peak
+    assert rows[1]["memory_formula"] == "max(PG, 3 PG)"
+
+
+def test_predictions_come_from_the_flop_model(torch_toy):
+    done, out = torch_toy
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    blocks = results["model"]["blocks"]["toy"]
+    rows = {r["idiom"]: r for r in results["rows"]}
+    base = rows["detach"]["flops_model"]
+    # retain_graph's extra: one backward through G, and through D's first layer into G
+    assert rows["retain-graph"]["flops_model"] - base == blocks["BG"] + blocks["BDwx"] - blocks["BDw"]
+    assert rows["recompute"]["flops_model"] - base == blocks["FG"]  # one extra forward of G
+    assert base - rows["requires-grad-off"]["flops_model"] == blocks["BDwx"] - blocks["BDx"]  # no D weight grads
+    for idiom, row in rows.items():
+        assert row["predicted_ratio"] == pytest.approx(row["flops_model"] / base)
+        # each formula describes its code: the whole iteration counted directly gives the same
+        assert results["model"]["direct_flops"]["toy"][idiom] == row["flops_model"]
+
+
+def test_backward_block_is_what_flop_counter_counts():
+    """The model's BG is G's backward counted independently here, in the test process."""
+    require_torch()
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from compare.engines.torch.bench import Gan, count_blocks
+
+    gan = Gan("toy", "cpu")
+    out = gan.G(gan.z).sum()
+    with FlopCounterMode(display=False) as counter:
+        out.backward()
+    blocks = count_blocks("toy", "cpu")["blocks"]
+    assert blocks["BG"] == counter.get_total_flops() > 0
+    assert blocks["BDwx"] > blocks["BDw"] and blocks["BDwx"] > blocks["BDx"]
+
+
+def test_unknown_engine_is_a_one_line_usage_error():
+    done = run_bench("--engines", "torch,pytorch-lightning")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "unknown engine pytorch-lightning" in done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.startswith("compare bench: error:")
+
+
+def test_unknown_size_is_a_one_line_usage_error():
+    done = run_bench("--sizes", "toy,huge")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "unknown size huge" in done.stderr
+
+
+def test_cuda_without_gpu_is_a_one_line_usage_error():
+    done = run_bench("--device", "cuda", "--engines", "torch", env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "no GPU" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_main_returns_the_status(capsys, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert bench.main(["--device", "cuda"]) == 2
+    assert bench.main(["--repeats", "0"]) == 2
+    assert capsys.readouterr().err.count("\n") == 2
+
+
+def test_importing_bench_imports_no_framework():
+    code = ("import sys, compare.bench; "
+            "print([m for m in ('torch', 'tensorflow', 'keras', 'jax', 'tf_keras') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_engine_has_a_bench_module():
+    for engine in ENGINES:
+        path = os.path.join(ROOT, *bench.bench_module(engine).split(".")) + ".py"
+        assert os.path.exists(path), path
