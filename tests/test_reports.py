@@ -18,7 +18,7 @@ import tempfile
 
 import pytest
 
-from compare import parity, report
+from compare import report
 from compare.diff import changes
 from compare.engines import ENGINES
 from compare.observations import collect

@@ -42,10 +42,9 @@ class EngineSpec:
     def versions(self) -> Dict[str, Optional[str]]:
         """Installed versions of the distributions behind this engine, from metadata."""
         out: Dict[str, Optional[str]] = {}
-        for name in self.imports:
-            dist = {"tf_keras": "tf_keras"}.get(name, name)
+        for name in self.imports:  # each import name here is also its distribution's name
             try:
-                out[name] = importlib.metadata.version(dist)
+                out[name] = importlib.metadata.version(name)
             except importlib.metadata.PackageNotFoundError:
                 out[name] = None
         return out
