@@ -141,7 +141,8 @@ def run_engines(engines: List[str], dtypes: List[str], workdir: str, jobs: Optio
                 todo.append((engine, dtype))
     jobs = max(1, jobs or os.cpu_count() or 1)
     lock = threading.Lock()
-    queue = list(todo)
+    # longest first, so that the last process to finish is a short one
+    queue = sorted(todo, key=lambda job: (-ENGINES[job[0]].relative_cost, job[1] != "float32"))
     live: Dict[int, subprocess.Popen] = {}
 
     def worker() -> None:

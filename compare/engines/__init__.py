@@ -22,6 +22,7 @@ class EngineSpec:
     float64_env: Tuple[Tuple[str, str], ...] = ()  # added for float64 runs
     description: str = ""
     framework: str = "keras"  # whose layer conventions (BN momentum direction) the engine follows
+    relative_cost: int = 1  # how long its run takes, roughly (scheduling only: longest first)
 
     @property
     def install(self) -> str:
@@ -57,15 +58,16 @@ ENGINES: Dict[str, EngineSpec] = {
                    description="PyTorch", framework="torch"),
         EngineSpec("keras-tensorflow", "compare.engines.keras_tensorflow.engine", ("keras", "tensorflow"),
                    ("tensorflow",), env=(("KERAS_BACKEND", "tensorflow"),),
-                   description="Keras 3, TensorFlow backend"),
+                   description="Keras 3, TensorFlow backend", relative_cost=4),
         EngineSpec("keras-jax", "compare.engines.keras_jax.engine", ("keras", "jax"), ("jax",),
                    env=(("KERAS_BACKEND", "jax"), ("JAX_PLATFORMS", "cpu")),
                    float64_env=(("JAX_ENABLE_X64", "1"),),  # without it JAX silently computes in float32
-                   description="Keras 3, JAX backend"),
+                   description="Keras 3, JAX backend", relative_cost=5),
         EngineSpec("keras-torch", "compare.engines.keras_torch.engine", ("keras", "torch"), ("torch", "keras"),
-                   env=(("KERAS_BACKEND", "torch"),), description="Keras 3, PyTorch backend"),
+                   env=(("KERAS_BACKEND", "torch"),), description="Keras 3, PyTorch backend", relative_cost=2),
         EngineSpec("tf-keras", "compare.engines.tf_keras.engine", ("tf_keras", "tensorflow"), ("tf-keras",),
-                   env=(("TF_USE_LEGACY_KERAS", "1"),), description="Keras 2 (the tf_keras package)"),
+                   env=(("TF_USE_LEGACY_KERAS", "1"),), description="Keras 2 (the tf_keras package)",
+                   relative_cost=3),
     ]
 }
 
