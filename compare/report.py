@@ -460,11 +460,10 @@ def render_markdown(results: dict) -> str:
         "# compare: PyTorch and Keras, one toy GAN, the same steps",
         "",
         f"Generated {results['generated']} by compare {env['compare']} on {env['platform']}, Python {env['python']}. "
-        "Every number below comes from this run.",
-        "",
-        "## Engines",
-        "",
-        engine_section(results),
+        "Every number below comes from this run. Contents: scenarios (a summary matrix, the claims, then each "
+        "scenario with the code that ran), parity with PyTorch, the rules that explain a difference, measured "
+        "framework facts, parity pitfalls, " + ("performance, " if results.get("performance") else "")
+        + "engines and environment.",
         "",
     ]
     if incomplete:
@@ -536,6 +535,10 @@ def render_markdown(results: dict) -> str:
     if results.get("performance"):
         parts += performance_section(results["performance"])
     parts += [
+        "## Engines",
+        "",
+        engine_section(results),
+        "",
         "## Environment",
         "",
         tabulate([[k, v or "not installed"] for k, v in env["packages"].items()], ["package", "version"],
