@@ -460,7 +460,8 @@ def render_markdown(results: dict) -> str:
         "# compare: PyTorch and Keras, one toy GAN, the same steps",
         "",
         f"Generated {results['generated']} by compare {env['compare']} on {env['platform']}, Python {env['python']}. "
-        "Every number below comes from this run. Contents: scenarios (a summary matrix, the claims, then each "
+        "Every number below comes from this run (the performance section from the `compare bench` run it "
+        "names). Contents: scenarios (a summary matrix, the claims, then each "
         "scenario with the code that ran), parity with PyTorch, the rules that explain a difference, measured "
         "framework facts, parity pitfalls, " + ("performance, " if results.get("performance") else "")
         + "engines and environment.",
