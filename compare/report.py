@@ -339,7 +339,7 @@ def claim_verdicts(results: dict, scenario, engine: str, claim_id: str) -> str:
     if not labelled:
         return "n/a"
     verdicts = list(labelled.values())
-    majority = max(set(verdicts), key=verdicts.count)
+    majority = max(verdicts, key=verdicts.count)  # ties go to the first seen: the same text every run
     others = [f"{k}: {v}" for k, v in labelled.items() if v != majority]
     return majority if not others else f"{majority}, except {'; '.join(others)}"
 

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -99,3 +100,20 @@ def test_html_report_renders_in_headless_chromium_without_errors(tmp_path):
     with open(page) as f:
         html = f.read()
     assert "http://" not in html.replace("http://www.w3.org", "") and "src=\"http" not in html
+
+
+def test_rendering_does_not_depend_on_hash_order():
+    """The same results render to the same text whatever PYTHONHASHSEED is: a set's order
+    must never leak into the report (the staleness check would then fail at random)."""
+    code = ("import json, re, sys; from compare import report; "
+            f"r = json.load(open({os.path.join(REPORTS, 'results.json')!r})); "
+            f"t = report.render_all(r, {GUIDE!r}, {REPORTS!r}); "
+            "t['report.html'] = re.sub(r'base64,[A-Za-z0-9+/=]+', '', t['report.html']); "
+            "sys.stdout.write(json.dumps(t))")
+    outputs = []
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=ROOT)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs.append(done.stdout)
+    assert outputs[0] == outputs[1]
