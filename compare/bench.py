@@ -36,7 +36,6 @@ This module imports no framework: frameworks are imported in the child processes
 from __future__ import annotations
 
 import argparse
-import collections
 import gc
 import importlib
 import json
@@ -47,10 +46,10 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Callable, Deque, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from compare.engines import ENGINES, REFERENCE, parse_engines
-from compare.runner import child_environment, kill
+from compare.runner import child_environment, run_process
 
 SCHEMA = "compare.bench/1"
 SIZES = ("toy", "dcgan64")
@@ -299,20 +298,10 @@ def child_main(argv: List[str]) -> int:
 # --- the parent ------------------------------------------------------------------------------
 
 def write_json(path: str, data) -> None:
-    """Complete or not at all: a temp file in the same folder, then os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".bench-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a plain file is not
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Complete or not at all (a temp file in the same folder, then a rename)."""
+    from compare.report import write_atomic
+
+    write_atomic(path, json.dumps(data, indent=1))
 
 
 def bench_environment(engine: str, device: str, memory: bool) -> Dict[str, str]:
@@ -350,30 +339,10 @@ class Children:
         if idiom:
             command += ["--idiom", idiom]
         started = time.monotonic()
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True,
-                                env=bench_environment(engine, self.device, memory=mode == "memory"))
-        tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL)
-
-        def pump() -> None:
-            for line in proc.stderr:
-                line = line.rstrip("\n")
-                tail.append(line)
-                if line.startswith("[bench "):
-                    self.progress(line)
-
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        try:
-            code = proc.wait(timeout=CHILD_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            kill(proc)
-            reader.join(5)
-            return {"status": "failed", "reason": f"no result within {CHILD_TIMEOUT:.0f} s", "stderr_tail": list(tail)}
-        except BaseException:  # interrupted: no bench process may outlive the run
-            kill(proc)
-            raise
-        reader.join(5)
+        code, tail = run_process(command, bench_environment(engine, self.device, memory=mode == "memory"),
+                                 CHILD_TIMEOUT, "[bench ", self.progress)
+        if code is None:
+            return {"status": "failed", "reason": f"no result within {CHILD_TIMEOUT:.0f} s", "stderr_tail": tail}
         try:
             with open(out) as f:
                 result = json.load(f)
@@ -381,7 +350,7 @@ class Children:
             result = None
         if code != 0 or not isinstance(result, dict):
             reason = f"exited with status {code}" if code >= 0 else f"killed by signal {-code}"
-            return {"status": "failed", "reason": reason, "stderr_tail": list(tail)}
+            return {"status": "failed", "reason": reason, "stderr_tail": tail}
         result["seconds"] = time.monotonic() - started
         return result
 

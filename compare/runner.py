@@ -60,47 +60,61 @@ def _run_child(engine: str, dtype: str, workdir: str, timeout: float, progress: 
     out_dir = os.path.join(workdir, f"{engine}-{dtype}")
     os.makedirs(out_dir, exist_ok=True)
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "compare.child", engine, dtype, out_dir, *options],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env=child_environment(engine, dtype), text=True, errors="replace", start_new_session=True,
-    )
-    live[proc.pid] = proc
-    tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL)
-
-    def pump() -> None:
-        for line in proc.stderr:
-            line = line.rstrip("\n")
-            tail.append(line)
-            if line.startswith(f"[{engine} "):
-                progress(line)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
-        code = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill(proc)
-        reader.join(5)
+    code, tail = run_process([sys.executable, "-m", "compare.child", engine, dtype, out_dir, *options],
+                             child_environment(engine, dtype), timeout, f"[{engine} ", progress, live)
+    if code is None:
         return EngineRun(engine, dtype, "timeout", f"no result within {timeout:.0f} s",
-                         seconds=time.monotonic() - started, stderr_tail=list(tail))
-    finally:
-        live.pop(proc.pid, None)
-    reader.join(5)
+                         seconds=time.monotonic() - started, stderr_tail=tail)
     seconds = time.monotonic() - started
     facts_path = os.path.join(out_dir, "facts.json")
     if code != 0 or not os.path.exists(facts_path):
         reason = f"exited with status {code}" if code >= 0 else f"killed by signal {-code}"
-        return EngineRun(engine, dtype, "failed", reason, seconds=seconds, stderr_tail=list(tail))
+        return EngineRun(engine, dtype, "failed", reason, seconds=seconds, stderr_tail=tail)
     try:
         with open(facts_path) as f:
             facts = json.load(f)
         check_facts(facts)
     except (OSError, ValueError) as exc:
         return EngineRun(engine, dtype, "failed", f"unreadable result: {exc}", seconds=seconds,
-                         stderr_tail=list(tail))
+                         stderr_tail=tail)
     return EngineRun(engine, dtype, "ok", facts=facts, arrays_path=os.path.join(out_dir, "arrays.npz"),
-                     seconds=seconds, stderr_tail=list(tail))
+                     seconds=seconds, stderr_tail=tail)
+
+
+def run_process(command: List[str], env: Dict[str, str], timeout: float, progress_prefix: str,
+                progress: Callable[[str], None],
+                live: Optional[Dict[int, subprocess.Popen]] = None) -> Tuple[Optional[int], List[str]]:
+    """Run a child in a process group of its own; forward its stderr lines that start with
+    ``progress_prefix`` and keep the last ones. Returns (exit status, or None when it ran past
+    ``timeout`` and was killed; stderr tail). Interrupted, it kills the child and re-raises."""
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=env, text=True, errors="replace", start_new_session=True)
+    if live is not None:
+        live[proc.pid] = proc
+    tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL)
+
+    def pump() -> None:
+        for line in proc.stderr:
+            line = line.rstrip("\n")
+            tail.append(line)
+            if line.startswith(progress_prefix):
+                progress(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        code: Optional[int] = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill(proc)
+        code = None
+    except BaseException:
+        kill(proc)
+        raise
+    finally:
+        if live is not None:
+            live.pop(proc.pid, None)
+    reader.join(5)
+    return code, list(tail)
 
 
 def kill(proc: subprocess.Popen) -> None:
