@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from compare.engines.base import Arrays, Engine
-from compare.model import BATCH, PARITY, PITFALLS, Config, bn_layers, initial_weights, make_batches
+from compare.model import BATCH, PARITY, PITFALLS, Config, initial_weights, make_batches
 
 ITERATIONS = 10
 TRAJECTORY = 50  # the parity configuration keeps going, for the report's loss curves
@@ -140,7 +140,6 @@ def run_program(engine: Engine, dtype: str, progress: Callable[[str], None], par
         config_facts, config_arrays = run_config(engine, config, dtype, progress)
         facts["configs"][config.name] = config_facts
         arrays.update(config_arrays)
-    facts["bn_layers"] = bn_layers()
     if dtype == SCENARIO_DTYPE:
         facts["observations"] = run_scenarios(engine, progress, scenarios)
     return facts, arrays

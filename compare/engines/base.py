@@ -37,6 +37,10 @@ class Engine:
         """Every tensor of G and D (parameters and state) in canonical form."""
         raise NotImplementedError
 
+    def trainable(self, gan: Any) -> Dict[str, Tuple[int, ...]]:
+        """Canonical name and shape of every trainable tensor (the rest of export() is state)."""
+        raise NotImplementedError
+
     def forward(self, gan: Any, net: str, x: np.ndarray, training: bool) -> np.ndarray:
         """``net`` ("G" or "D") applied to canonical input ``x``; canonical output."""
         raise NotImplementedError

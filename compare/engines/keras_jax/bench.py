@@ -34,43 +34,18 @@ class KerasJaxBench(KerasBench):
         float(out)
 
     def custom_step(self, gan):
-        G, D, loss_func = gan.G, gan.D, gan.loss
-        opt_D, opt_G = gan.optimizer_D, gan.optimizer_G
-        opt_D.build(D.trainable_variables)
-        opt_G.build(G.trainable_variables)
+        from compare.engines.keras_jax.engine import build_optimizers, state_of, stateless_step
+
+        build_optimizers(gan)
 
         @jax.jit
         def step(state, real, z, y_real, y_fake):
-            g_train, g_state, d_train, d_state, d_opt, g_opt = state
-
-            def generate(g_train):
-                return G.stateless_call(g_train, g_state, z, training=True)
-
-            # One forward of G; g_backward carries it to the G step, like PyTorch's reused `fake`.
-            fake, g_backward, g_state = jax.vjp(generate, g_train, has_aux=True)
-
-            def d_loss(d_train, d_state):
-                out_real, d_state = D.stateless_call(d_train, d_state, real, training=True)
-                out_fake, d_state = D.stateless_call(d_train, d_state, fake, training=True)
-                return loss_func(y_real, out_real) + loss_func(y_fake, out_fake), d_state
-
-            (_, d_state), d_grads = jax.value_and_grad(d_loss, has_aux=True)(d_train, d_state)
-            d_train, d_opt = opt_D.stateless_apply(d_opt, d_grads, d_train)
-
-            def g_loss(fake, d_state):
-                out, d_state = D.stateless_call(d_train, d_state, fake, training=True)
-                return loss_func(y_real, out), d_state
-
-            (errG, d_state), fake_grad = jax.value_and_grad(g_loss, has_aux=True)(fake, d_state)
-            (g_grads,) = g_backward(fake_grad)
-            g_train, g_opt = opt_G.stateless_apply(g_opt, g_grads, g_train)
-            return (g_train, g_state, d_train, d_state, d_opt, g_opt), errG
+            state, losses, _, _ = stateless_step(gan, state, real, z, y_real, y_fake)
+            return state, losses[2]
 
         # the state lives outside the Keras variables between steps, as in the guide
         # (a tuple of lists, as step returns it: the same pytree, so no retrace)
-        state = tuple([v.value for v in variables] for variables in (
-            G.trainable_variables, G.non_trainable_variables, D.trainable_variables,
-            D.non_trainable_variables, opt_D.variables, opt_G.variables))
+        state = state_of(gan)
 
         def run():
             nonlocal state

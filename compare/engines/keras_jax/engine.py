@@ -8,62 +8,73 @@ import keras
 from compare.engines.keras_common.engine import KerasEngine
 
 
+def state_of(gan) -> tuple:
+    """The values a stateless step reads: G's and D's variables and both optimizers'."""
+    return tuple([v.value for v in variables] for variables in (
+        gan.G.trainable_variables, gan.G.non_trainable_variables, gan.D.trainable_variables,
+        gan.D.non_trainable_variables, gan.optimizer_D.variables, gan.optimizer_G.variables))
+
+
+def stateless_step(gan, state, real, z, y_real, y_fake, step: bool = True):
+    """The canonical iteration as a pure function of ``state`` (see ``state_of``); the parity
+    runs call it eagerly, the bench compiles it with jax.jit. Returns the new state, the
+    losses (D real, D fake, G) and the gradients of D and of G."""
+    G, D, loss_func = gan.G, gan.D, gan.loss
+    g_train, g_state, d_train, d_state, d_opt, g_opt = state
+
+    def generate(g_train):
+        return G.stateless_call(g_train, g_state, z, training=True)
+
+    # One forward of G; g_backward carries it to the G step, like PyTorch's reused `fake`.
+    fake, g_backward, g_state = jax.vjp(generate, g_train, has_aux=True)
+
+    def d_loss(d_train, d_state):
+        out_real, d_state = D.stateless_call(d_train, d_state, real, training=True)
+        errD_real = loss_func(y_real, out_real)
+        # `fake` is a plain array here: no gradient can reach G (the detach is implicit)
+        out_fake, d_state = D.stateless_call(d_train, d_state, fake, training=True)
+        errD_fake = loss_func(y_fake, out_fake)
+        return errD_real + errD_fake, (d_state, errD_real, errD_fake)
+
+    (_, (d_state, errD_real, errD_fake)), d_grads = jax.value_and_grad(d_loss, has_aux=True)(d_train, d_state)
+    if step:
+        d_train, d_opt = gan.optimizer_D.stateless_apply(d_opt, d_grads, d_train)
+
+    def g_loss(fake, d_state):
+        out, d_state = D.stateless_call(d_train, d_state, fake, training=True)
+        return loss_func(y_real, out), d_state
+
+    (errG, d_state), fake_grad = jax.value_and_grad(g_loss, has_aux=True)(fake, d_state)
+    (g_grads,) = g_backward(fake_grad)
+    if step:
+        g_train, g_opt = gan.optimizer_G.stateless_apply(g_opt, g_grads, g_train)
+    return (g_train, g_state, d_train, d_state, d_opt, g_opt), (errD_real, errD_fake, errG), d_grads, g_grads
+
+
+def build_optimizers(gan) -> None:
+    """A stateless step needs the optimizers' variables to exist first."""
+    for optimizer, model in ((gan.optimizer_D, gan.D), (gan.optimizer_G, gan.G)):
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+
+
 class KerasJaxEngine(KerasEngine):
     id = "keras-jax"
     keras = keras
     packages = ("keras", "jax", "jaxlib")
 
     def iteration(self, gan, batch, step: bool = True):
-        G, D, loss_func = gan.G, gan.D, gan.loss
-        real, z, y_real, y_fake = self.inputs(batch)
-        for optimizer, model in ((gan.optimizer_D, D), (gan.optimizer_G, G)):
-            if not optimizer.built:
-                optimizer.build(model.trainable_variables)
-        g_train = [v.value for v in G.trainable_variables]
-        g_state = [v.value for v in G.non_trainable_variables]
-        d_train = [v.value for v in D.trainable_variables]
-        d_state = [v.value for v in D.non_trainable_variables]
-        # --- canonical iteration: begin ---
-        def generate(g_train):
-            return G.stateless_call(g_train, g_state, z, training=True)
-
-        # One forward of G; g_backward carries it to the G step, like PyTorch's reused `fake`.
-        fake, g_backward, g_state = jax.vjp(generate, g_train, has_aux=True)
-
-        def d_loss(d_train, d_state):
-            out_real, d_state = D.stateless_call(d_train, d_state, real, training=True)
-            errD_real = loss_func(y_real, out_real)
-            # `fake` is a plain array here: no gradient can reach G (the detach is implicit)
-            out_fake, d_state = D.stateless_call(d_train, d_state, fake, training=True)
-            errD_fake = loss_func(y_fake, out_fake)
-            return errD_real + errD_fake, (d_state, errD_real, errD_fake)
-
-        (_, (d_state, errD_real, errD_fake)), d_grads = jax.value_and_grad(d_loss, has_aux=True)(d_train, d_state)
-        if step:
-            d_train, d_opt = gan.optimizer_D.stateless_apply(
-                [v.value for v in gan.optimizer_D.variables], d_grads, d_train)
-
-        def g_loss(fake, d_state):
-            out, d_state = D.stateless_call(d_train, d_state, fake, training=True)
-            return loss_func(y_real, out), d_state
-
-        (errG, d_state), fake_grad = jax.value_and_grad(g_loss, has_aux=True)(fake, d_state)
-        (g_grads,) = g_backward(fake_grad)
-        if step:
-            g_train, g_opt = gan.optimizer_G.stateless_apply(
-                [v.value for v in gan.optimizer_G.variables], g_grads, g_train)
-        # --- canonical iteration: end ---
+        build_optimizers(gan)
+        state, losses, d_grads, g_grads = stateless_step(gan, state_of(gan), *self.inputs(batch), step=step)
         # Write the new values back into the Keras variables.
-        updates = [(G.trainable_variables, g_train), (G.non_trainable_variables, g_state),
-                   (D.trainable_variables, d_train), (D.non_trainable_variables, d_state)]
-        if step:
-            updates += [(gan.optimizer_D.variables, d_opt), (gan.optimizer_G.variables, g_opt)]
-        for variables, values in updates:
-            for variable, value in zip(variables, values):
+        variables = (gan.G.trainable_variables, gan.G.non_trainable_variables, gan.D.trainable_variables,
+                     gan.D.non_trainable_variables, gan.optimizer_D.variables, gan.optimizer_G.variables)
+        for group, values in zip(variables, state):
+            for variable, value in zip(group, values):
                 variable.assign(value)
         grads = self.grads_to_canonical(gan, "D", d_grads) | self.grads_to_canonical(gan, "G", g_grads)
-        losses = {"D_real": float(errD_real), "D_fake": float(errD_fake), "G": float(errG)}
-        return losses, grads
+        errD_real, errD_fake, errG = losses
+        return {"D_real": float(errD_real), "D_fake": float(errD_fake), "G": float(errG)}, grads
 
 
 ENGINE = KerasJaxEngine()

@@ -24,26 +24,15 @@ def setup_tensorflow(device: str) -> Optional[str]:
 
 
 def tape_step(gan):
-    """Shared with tf-keras: the same code runs on Keras 2, only the module differs."""
-    G, D, loss_func = gan.G, gan.D, gan.loss
-    gan.optimizer_D.build(D.trainable_variables)  # slots made outside the traced function
-    gan.optimizer_G.build(G.trainable_variables)
+    """Shared with tf-keras: the parity runs' canonical tape iteration, compiled with tf.function."""
+    from compare.engines.keras_tensorflow.engine import tape_step as canonical_tape_step
+
+    gan.optimizer_D.build(gan.D.trainable_variables)  # slots made outside the traced function
+    gan.optimizer_G.build(gan.G.trainable_variables)
 
     @tf.function
     def step(real, z, y_real, y_fake):
-        # One persistent tape records G's forward once; the G step below reuses `fake`.
-        with tf.GradientTape(persistent=True) as tape:
-            errD_real = loss_func(y_real, D(real, training=True))
-            fake = G(z, training=True)
-            errD_fake = loss_func(y_fake, D(tf.stop_gradient(fake), training=True))
-            errD = errD_real + errD_fake
-        d_grads = tape.gradient(errD, D.trainable_weights)
-        gan.optimizer_D.apply_gradients(zip(d_grads, D.trainable_weights))
-        with tape:  # resume recording: D(fake) with D's new weights, as PyTorch does
-            errG = loss_func(y_real, D(fake, training=True))
-        g_grads = tape.gradient(errG, G.trainable_weights)
-        gan.optimizer_G.apply_gradients(zip(g_grads, G.trainable_weights))
-        return errG
+        return canonical_tape_step(gan, real, z, y_real, y_fake)[2]
 
     return lambda: step(gan.real, gan.z, gan.y_real, gan.y_fake)
 

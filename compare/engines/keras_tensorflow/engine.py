@@ -8,11 +8,10 @@ import keras
 from compare.engines.keras_common.engine import KerasEngine
 
 
-def tape_iteration(engine: KerasEngine, gan, batch, step: bool = True):
-    """Shared with tf-keras: the same code runs on Keras 2, only the module differs."""
+def tape_step(gan, real, z, y_real, y_fake, step: bool = True):
+    """The canonical iteration with one persistent GradientTape, on any Keras G and D (Keras 3
+    or Keras 2; the bench runs it inside tf.function). Returns the losses and gradients."""
     G, D, loss_func = gan.G, gan.D, gan.loss
-    real, z, y_real, y_fake = engine.inputs(batch)
-    # --- canonical iteration: begin ---
     # One persistent tape records G's forward once; the G step below reuses `fake`.
     with tf.GradientTape(persistent=True) as tape:
         errD_real = loss_func(y_real, D(real, training=True))
@@ -28,7 +27,12 @@ def tape_iteration(engine: KerasEngine, gan, batch, step: bool = True):
     if step:
         gan.optimizer_G.apply_gradients(zip(g_grads, G.trainable_weights))
     del tape
-    # --- canonical iteration: end ---
+    return errD_real, errD_fake, errG, d_grads, g_grads
+
+
+def tape_iteration(engine: KerasEngine, gan, batch, step: bool = True):
+    """Shared with tf-keras: the same code runs on Keras 2, only the module differs."""
+    errD_real, errD_fake, errG, d_grads, g_grads = tape_step(gan, *engine.inputs(batch), step=step)
     grads = engine.grads_to_canonical(gan, "D", d_grads) | engine.grads_to_canonical(gan, "G", g_grads)
     losses = {"D_real": float(errD_real), "D_fake": float(errD_fake), "G": float(errG)}
     return losses, grads

@@ -78,18 +78,11 @@ class Gan:
 # peak, mostly when the G step's backward starts (PG, PD: gradients; AG, AD*: saved tensors).
 
 def detach(gan: Gan):
-    """The DCGAN example's step: one G forward; D's fake loss stops at fake.detach()."""
-    G, D, loss = gan.G, gan.D, gan.loss
-    D.zero_grad()
-    loss(D(gan.real), gan.y_real).backward()
-    fake = G(gan.z)
-    loss(D(fake.detach()), gan.y_fake).backward()
-    gan.optimizer_D.step()
-    G.zero_grad()
-    errG = loss(D(fake), gan.y_real)
-    errG.backward()
-    gan.optimizer_G.step()
-    return errG
+    """The DCGAN example's step: one G forward; D's fake loss stops at fake.detach(). The same
+    function as the parity runs' canonical iteration."""
+    from compare.engines.torch.engine import canonical_iteration
+
+    return canonical_iteration(gan, gan.real, gan.z, gan.y_real, gan.y_fake)[2]
 
 
 def retain_graph(gan: Gan):

@@ -82,6 +82,29 @@ class Gan:
         return self.G if net == "G" else self.D
 
 
+def canonical_iteration(gan, real, z, y_real, y_fake, step: bool = True, keep_d_grads: bool = False):
+    """The DCGAN example's iteration (DESIGN.md section 5), for any G, D, loss and optimizers
+    on ``gan`` (the bench runs it on the DCGAN-64 pair too). With ``step=False`` no optimizer
+    steps. Returns the three losses and, if asked, a copy of D's gradients from before the G
+    step (its backward adds into them)."""
+    G, D, loss_func = gan.G, gan.D, gan.loss
+    D.zero_grad()
+    errD_real = loss_func(D(real), y_real)
+    errD_real.backward()
+    fake = G(z)
+    errD_fake = loss_func(D(fake.detach()), y_fake)
+    errD_fake.backward()
+    if step:
+        gan.optimizer_D.step()
+    d_grads = {n: p.grad.clone() for n, p in D.named_parameters()} if keep_d_grads else None
+    G.zero_grad()
+    errG = loss_func(D(fake), y_real)
+    errG.backward()
+    if step:
+        gan.optimizer_G.step()
+    return errD_real, errD_fake, errG, d_grads
+
+
 def torch_key(canonical: str) -> str:
     """'D.bn.moving_mean' -> 'weights.1.running_mean' (a key of D.state_dict())."""
     net, layer, tensor = canonical.split(".")
@@ -159,27 +182,10 @@ class TorchEngine(Engine):
         return out.numpy().astype(np.float64)
 
     def iteration(self, gan: Gan, batch: Arrays, step: bool = True):
-        G, D, loss_func = gan.G, gan.D, gan.loss
-        real, z, y_real, y_fake = self.inputs(batch)
-        # --- canonical iteration: begin ---
-        D.zero_grad()
-        errD_real = loss_func(D(real), y_real)
-        errD_real.backward()
-        fake = G(z)
-        errD_fake = loss_func(D(fake.detach()), y_fake)
-        errD_fake.backward()
-        if step:
-            gan.optimizer_D.step()
-        d_grads = {n: p.grad.clone() for n, p in D.named_parameters()}
-        G.zero_grad()
-        errG = loss_func(D(fake), y_real)
-        errG.backward()
-        if step:
-            gan.optimizer_G.step()
-        # --- canonical iteration: end ---
+        errD_real, errD_fake, errG, d_grads = canonical_iteration(gan, *self.inputs(batch), step=step, keep_d_grads=True)
         grads = {canonical_name("D", n): g.numpy().astype(np.float64) for n, g in d_grads.items()}
         grads.update({
-            canonical_name("G", n): p.grad.numpy().astype(np.float64) for n, p in G.named_parameters()
+            canonical_name("G", n): p.grad.numpy().astype(np.float64) for n, p in gan.G.named_parameters()
         })
         losses = {"D_real": errD_real.item(), "D_fake": errD_fake.item(), "G": errG.item()}
         return losses, grads
