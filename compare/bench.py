@@ -401,6 +401,8 @@ def report_floor(engines: List[str], progress: Callable[[str], None]) -> dict:
     lock = threading.Lock()
     failed: List[str] = []
 
+    floor_engine_s: List[float] = []
+
     def worker() -> None:
         while True:
             with lock:
@@ -408,15 +410,18 @@ def report_floor(engines: List[str], progress: Callable[[str], None]) -> dict:
                     return
                 engine, dtype = queue.pop(0)
             code = f"import importlib; importlib.import_module({ENGINES[engine].module!r})"
+            began = time.monotonic()
             done = subprocess.run([sys.executable, "-c", code], env=child_environment(engine, dtype),
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if done.returncode != 0:
-                with lock:
+            with lock:
+                floor_engine_s.append(time.monotonic() - began)
+                if done.returncode != 0:
                     failed.append(f"{engine} {dtype}")
 
     progress(f"report floor: starting {len(pairs)} engine processes that import their framework and exit")
     started = time.monotonic()
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(os.cpu_count() or 1, len(pairs)))]
+    jobs = min(os.cpu_count() or 1, len(pairs))  # as many at once as the report runs
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(jobs)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -437,10 +442,47 @@ def report_floor(engines: List[str], progress: Callable[[str], None]) -> dict:
             proc.wait(60)
             raise
         report = time.monotonic() - started
+        account = account_for(os.path.join(out, "results.json"))
     progress(f"report: {report:.1f} s (exit status {proc.returncode})")
-    return {"engines": engines, "processes": len(pairs), "floor_s": floor, "report_s": report,
+    return {"engines": engines, "processes": len(pairs), "jobs": jobs, "floor_s": floor, "report_s": report,
             "ratio": report / floor if floor else None, "report_exit_status": proc.returncode,
+            "floor_engine_s": sum(floor_engine_s), "account": account,
             "floor_failures": failed, "report_stderr_tail": stderr.splitlines()[-STDERR_TAIL:]}
+
+
+def account_for(results_path: str) -> Optional[dict]:
+    """Where the report's engine-seconds went, from its own results.json: per process its
+    import, parity stages and scenarios (what is left is interpreter start-up and writing
+    the results), and per (scenario, engine) the seconds of all its runs."""
+    try:
+        with open(results_path) as f:
+            results = json.load(f)
+    except (OSError, ValueError):
+        return None
+    processes = []
+    for engine, info in results["engines"].items():
+        for dtype, run in info["runs"].items():
+            phases = run.get("phase_seconds") or {}
+            processes.append({"engine": engine, "dtype": dtype, "seconds": run["seconds"],
+                              **{phase: phases.get(phase, 0.0) for phase in PHASES}})
+    totals = {phase: sum(p[phase] for p in processes) for phase in ("seconds",) + PHASES}
+    totals["other"] = totals["seconds"] - sum(totals[phase] for phase in PHASES)
+    scenarios: Dict[Tuple[str, str], float] = {}
+    for record in results["results"]:
+        key = (record["scenario"], record["engine"])
+        scenarios[key] = scenarios.get(key, 0.0) + (record.get("seconds") or 0.0)
+    groups: Dict[str, Dict[str, float]] = {}
+    for (scenario, engine), seconds in scenarios.items():
+        group = groups.setdefault(engine, {})
+        family = scenario.split(".")[0]
+        group[family] = group.get(family, 0.0) + seconds
+    costliest = sorted(scenarios.items(), key=lambda item: -item[1])[:COSTLIEST]
+    return {"processes": processes, "engine_seconds": totals, "scenario_families": groups,
+            "costliest_scenarios": [{"scenario": s, "engine": e, "seconds": t} for (s, e), t in costliest]}
+
+
+PHASES = ("import", "parity", "scenarios")
+COSTLIEST = 8
 
 
 def _fmt(value: Optional[float], digits: int = 2) -> str:
@@ -497,6 +539,10 @@ def print_table(results: dict) -> None:
               f"floor (its {floor['processes']} engine processes importing their framework and exiting): "
               f"{floor['floor_s']:.1f} s; ratio {_fmt(floor['ratio'])}"
               + (f"; the report exited with status {status}" if (status := floor["report_exit_status"]) else ""))
+        from compare.report import floor_account
+
+        for line in floor_account(floor):
+            print(line)
 
 
 MEMORY_NOTES = {

@@ -41,9 +41,11 @@ def main(argv) -> int:
 
     progress("importing framework")
     engine = importlib.import_module(spec.module).ENGINE
+    imported = time.monotonic() - started
     facts, arrays = run_program(engine, dtype, progress, parity=not args.no_parity,
                                 scenarios=args.scenarios.split(",") if args.scenarios else None)
     facts["seconds"] = time.monotonic() - started
+    facts["phase_seconds"]["import"] = imported
     np.savez(os.path.join(out_dir, "arrays.tmp.npz"), **arrays)
     os.replace(os.path.join(out_dir, "arrays.tmp.npz"), os.path.join(out_dir, "arrays.npz"))
     with open(os.path.join(out_dir, "facts.tmp.json"), "w") as f:

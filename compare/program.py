@@ -10,6 +10,7 @@ forward (training and inference mode), gradients, one iteration, ten iterations.
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -59,15 +60,17 @@ def run_config(engine: Engine, config: Config, dtype: str,
 
     progress(f"{c}: forward")
     first = batches[0]
-    for net, x in (("G", first["z"]), ("D", first["real"])):
-        for mode, training in (("train", True), ("eval", False)):
-            gan = engine.build(config, weights)
+    # The four forward passes share the freshly built GAN: inference mode first, as it must
+    # leave every tensor as loaded (the recorded state checks that), then training mode,
+    # which moves only the BN statistics of the net it runs.
+    for mode, training in (("eval", False), ("train", True)):
+        for net, x in (("G", first["z"]), ("D", first["real"])):
             stage = f"{c}/forward.{net}.{mode}"
             arrays[f"{stage}/output/{net}"] = engine.forward(gan, net, x, training)
             # training mode moves BN statistics: part of what must agree
             arrays.update({k: v for k, v in split_tensors(engine, gan, stage).items()
                            if "/state/" in k and f"/{net}." in k})
-            record_batch_statistics(engine, gan, stage, arrays)
+            record_batch_statistics(engine, gan, stage, arrays, net)
 
     progress(f"{c}: gradients")
     gan = engine.build(config, weights)
@@ -97,13 +100,14 @@ def put_losses(arrays: Arrays, stage: str, losses: Dict[str, float]) -> None:
         arrays[f"{stage}/loss/{name}"] = np.array([value], dtype=np.float64)
 
 
-def record_batch_statistics(engine: Engine, gan, stage: str, arrays: Arrays) -> None:
-    """The batch variances each BN layer saw (reference engine only): the BN rule's input."""
+def record_batch_statistics(engine: Engine, gan, stage: str, arrays: Arrays, net: str = "") -> None:
+    """The batch variances each BN layer (of ``net``, or of both) saw (reference engine
+    only): the BN rule's input."""
     log = getattr(gan, "bn_batch_variances", None)
     if log is None:
         return
     for layer, variances in log.items():
-        if variances:
+        if variances and layer.startswith(net):
             arrays[f"{stage}/batchvar/{layer}"] = np.stack(variances)
 
 
@@ -128,8 +132,9 @@ def run_program(engine: Engine, dtype: str, progress: Callable[[str], None], par
                 scenarios: Optional[List[str]] = None) -> Tuple[dict, Arrays]:
     """The parity stages (unless ``parity`` is false) and, in float32, the scenarios
     (all, or the ids in ``scenarios``)."""
+    started = time.monotonic()
     engine.setup(dtype)
-    facts: dict = {"versions": engine.versions(), "dtype": dtype, "configs": {}}
+    facts: dict = {"versions": engine.versions(), "dtype": dtype, "configs": {}, "phase_seconds": {}}
     facts["bn_estimator"] = bn_estimator_probe(engine)
     facts["precision_probes"] = engine.precision_probes()
     probe_gan = engine.build(PARITY, initial_weights(PARITY))
@@ -140,8 +145,12 @@ def run_program(engine: Engine, dtype: str, progress: Callable[[str], None], par
         config_facts, config_arrays = run_config(engine, config, dtype, progress)
         facts["configs"][config.name] = config_facts
         arrays.update(config_arrays)
+    # where the process's time goes (the bench's account of the report's wall time)
+    facts["phase_seconds"]["parity"] = time.monotonic() - started
     if dtype == SCENARIO_DTYPE:
+        started = time.monotonic()
         facts["observations"] = run_scenarios(engine, progress, scenarios)
+        facts["phase_seconds"]["scenarios"] = time.monotonic() - started
     return facts, arrays
 
 

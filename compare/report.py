@@ -91,6 +91,7 @@ def build_results(engines: List[str], dtypes: List[str], runs: Dict, records: Li
             if run.facts:
                 for key in ("versions", "computed_dtypes", "bn_estimator", "precision_probes"):
                     entry[key] = run.facts.get(key)
+                entry["phase_seconds"] = {k: round(v, 2) for k, v in run.facts.get("phase_seconds", {}).items()}
                 entry["losses"] = run.facts["configs"][PARITY.name]["losses"]
             per_dtype[dtype] = entry
         available = spec.available()
@@ -446,7 +447,38 @@ def performance_section(performance: dict) -> List[str]:
         out += [f"`python -m compare report` took {floor['report_s']:.1f} s; starting the same {floor['processes']} "
                 f"engine processes to import their frameworks and exit took {floor['floor_s']:.1f} s: "
                 f"{floor['ratio']:.2f} times the floor.", ""]
+        account = floor_account(floor)
+        if account:
+            out += [" ".join(account), ""]
     return out
+
+
+def floor_account(floor: dict) -> List[str]:
+    """Where the report's time went, in sentences, from ``compare bench --report-floor``
+    (the bench prints them; the report's performance section shows them)."""
+    account = floor.get("account")
+    if not account or "floor_engine_s" not in floor:
+        return []
+    total = account["engine_seconds"]
+    jobs = floor.get("jobs") or 1
+    budget = 1.5 * floor["floor_s"] * jobs  # engine-seconds that fit in 1.5 times the floor
+    extra = total["seconds"] - floor["floor_engine_s"]
+    lines = [
+        f"The floor's processes ran for {floor['floor_engine_s']:.1f} engine-seconds, {jobs} at a time; "
+        f"the report's for {total['seconds']:.1f}: importing {total['import']:.1f}, parity stages "
+        f"{total['parity']:.1f}, scenarios {total['scenarios']:.1f}, interpreter start-up and writing "
+        f"results {total['other']:.1f}.",
+        f"1.5 times the floor holds at most {budget:.1f} engine-seconds, "
+        f"{budget - floor['floor_engine_s']:.1f} more than the floor's processes use; the report's "
+        f"processes use {extra:.1f} more.",
+    ]
+    families = account["scenario_families"]
+    names = sorted({f for per in families.values() for f in per})
+    lines.append("Scenario seconds per engine: " + "; ".join(
+        f"{engine} " + ", ".join(f"{f} {per.get(f, 0.0):.1f}" for f in names) for engine, per in families.items()) + ".")
+    lines.append("Costliest scenarios (all inits and variants): " + "; ".join(
+        f"{c['scenario']} on {c['engine']} {c['seconds']:.1f} s" for c in account["costliest_scenarios"]) + ".")
+    return lines
 
 
 def render_markdown(results: dict) -> str:

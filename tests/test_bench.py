@@ -143,3 +143,48 @@ def test_every_engine_has_a_bench_module():
     for engine in ENGINES:
         path = os.path.join(ROOT, *bench.bench_module(engine).split(".")) + ".py"
         assert os.path.exists(path), path
+
+
+def test_report_time_is_accounted_for_from_the_reports_own_results(engine_runs, parity_records, tmp_path):
+    """The account `--report-floor` gives of the report's time: every process split into
+    import, parity and scenarios (the rest is start-up and writing, never negative), and the
+    scenario seconds summed per engine and family from the records themselves."""
+    from compare import report
+    from compare.observations import collect
+    from tests.conftest import DTYPES
+
+    ran = [e for e in ENGINES if engine_runs[(e, "float32")].status == "ok"]
+    if not ran:
+        pytest.skip("no engine ran")
+    results = report.build_results(list(ENGINES), list(DTYPES), engine_runs, parity_records,
+                                   collect(list(ENGINES), engine_runs))
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    account = bench.account_for(str(path))
+    for process in account["processes"]:
+        run = engine_runs[(process["engine"], process["dtype"])]
+        if run.status != "ok":
+            continue
+        assert process["import"] > 0 and process["parity"] > 0
+        assert (process["scenarios"] > 0) == (process["dtype"] == "float32")
+        assert process["import"] + process["parity"] + process["scenarios"] <= process["seconds"] + 0.01
+    totals = account["engine_seconds"]
+    assert totals["other"] >= -0.01 * len(account["processes"])
+    for engine in ran:
+        families = account["scenario_families"][engine]
+        assert set(families) == {"scope", "freeze", "detach"}
+        expected = sum(r.get("seconds") or 0 for r in results["results"] if r["engine"] == engine)
+        assert math.isclose(sum(families.values()), expected, rel_tol=1e-9, abs_tol=1e-9)
+    costs = [c["seconds"] for c in account["costliest_scenarios"]]
+    assert costs == sorted(costs, reverse=True) and len(costs) == min(bench.COSTLIEST, len(
+        {(r["scenario"], r["engine"]) for r in results["results"]}))
+    floor = {"floor_s": 10.0, "floor_engine_s": 18.0, "jobs": 2, "account": account}
+    lines = report.floor_account(floor)
+    assert f"{totals['seconds']:.1f}" in lines[0] and "30.0 engine-seconds, 12.0 more" in lines[1]
+
+
+def test_no_account_without_the_reports_results(tmp_path):
+    from compare import report
+
+    assert bench.account_for(str(tmp_path / "missing.json")) is None
+    assert report.floor_account({"floor_s": 1.0, "report_s": 2.0}) == []  # a bench.json from before accounts
