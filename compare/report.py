@@ -449,12 +449,12 @@ def performance_section(performance: dict) -> List[str]:
                 f"{floor['ratio']:.2f} times the floor.", ""]
         account = floor_account(floor)
         if account:
-            out += [" ".join(account), ""]
+            out += account + [""]
     return out
 
 
 def floor_account(floor: dict) -> List[str]:
-    """Where the report's time went, in sentences, from ``compare bench --report-floor``
+    """Where the report's time went, as Markdown lines, from ``compare bench --report-floor``
     (the bench prints them; the report's performance section shows them)."""
     account = floor.get("account")
     if not account or "floor_engine_s" not in floor:
@@ -467,15 +467,19 @@ def floor_account(floor: dict) -> List[str]:
         f"The floor's processes ran for {floor['floor_engine_s']:.1f} engine-seconds, {jobs} at a time; "
         f"the report's for {total['seconds']:.1f}: importing {total['import']:.1f}, parity stages "
         f"{total['parity']:.1f}, scenarios {total['scenarios']:.1f}, interpreter start-up and writing "
-        f"results {total['other']:.1f}.",
-        f"1.5 times the floor holds at most {budget:.1f} engine-seconds, "
+        f"results {total['other']:.1f}. 1.5 times the floor holds at most {budget:.1f} engine-seconds, "
         f"{budget - floor['floor_engine_s']:.1f} more than the floor's processes use; the report's "
-        f"processes use {extra:.1f} more.",
+        f"processes use {extra:.1f} more.", "",
     ]
     families = account["scenario_families"]
     names = sorted({f for per in families.values() for f in per})
-    lines.append("Scenario seconds per engine: " + "; ".join(
-        f"{engine} " + ", ".join(f"{f} {per.get(f, 0.0):.1f}" for f in names) for engine, per in families.items()) + ".")
+    rows = []
+    for engine, per in families.items():
+        processes = [p for p in account["processes"] if p["engine"] == engine]
+        rows.append([engine, f"{sum(p['import'] for p in processes):.1f}", f"{sum(p['parity'] for p in processes):.1f}"]
+                    + [f"{per.get(f, 0.0):.1f}" for f in names])
+    lines += [tabulate(rows, ["engine (both dtypes)", "import s", "parity s"] + [f"{f} scenarios s" for f in names],
+                       tablefmt="github"), ""]
     lines.append("Costliest scenarios (all inits and variants): " + "; ".join(
         f"{c['scenario']} on {c['engine']} {c['seconds']:.1f} s" for c in account["costliest_scenarios"]) + ".")
     return lines

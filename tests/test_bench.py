@@ -180,7 +180,9 @@ def test_report_time_is_accounted_for_from_the_reports_own_results(engine_runs, 
         {(r["scenario"], r["engine"]) for r in results["results"]}))
     floor = {"floor_s": 10.0, "floor_engine_s": 18.0, "jobs": 2, "account": account}
     lines = report.floor_account(floor)
-    assert f"{totals['seconds']:.1f}" in lines[0] and "30.0 engine-seconds, 12.0 more" in lines[1]
+    assert f"{totals['seconds']:.1f}" in lines[0] and "30.0 engine-seconds, 12.0 more" in lines[0]
+    table = [line for line in "\n".join(lines).splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + len(account["scenario_families"])  # the header, then a row per engine
 
 
 def test_no_account_without_the_reports_results(tmp_path):
