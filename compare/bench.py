@@ -450,6 +450,10 @@ def report_floor(engines: List[str], progress: Callable[[str], None]) -> dict:
             "floor_failures": failed, "report_stderr_tail": stderr.splitlines()[-STDERR_TAIL:]}
 
 
+PHASES = ("import", "parity", "scenarios")  # what an engine process records in phase_seconds
+COSTLIEST = 8  # scenarios named in the account
+
+
 def account_for(results_path: str) -> Optional[dict]:
     """Where the report's engine-seconds went, from its own results.json: per process its
     import, parity stages and scenarios (what is left is interpreter start-up and writing
@@ -479,10 +483,6 @@ def account_for(results_path: str) -> Optional[dict]:
     costliest = sorted(scenarios.items(), key=lambda item: -item[1])[:COSTLIEST]
     return {"processes": processes, "engine_seconds": totals, "scenario_families": groups,
             "costliest_scenarios": [{"scenario": s, "engine": e, "seconds": t} for (s, e), t in costliest]}
-
-
-PHASES = ("import", "parity", "scenarios")
-COSTLIEST = 8
 
 
 def _fmt(value: Optional[float], digits: int = 2) -> str:
@@ -580,6 +580,8 @@ def parse_arguments(argv: List[str]) -> Tuple[argparse.Namespace, List[str], Lis
     if args.device == "cuda" and not gpu_present():
         parser.error("--device cuda: no GPU is visible on this machine")
     if args.out:
+        if os.path.isdir(args.out):
+            parser.error(f"--out {args.out} is a folder; give a file name, e.g. {os.path.join(args.out, 'bench.json')}")
         folder = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             parser.error(f"cannot write --out {args.out}: folder missing or not writable")

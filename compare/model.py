@@ -49,10 +49,6 @@ class Config:
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_json(cls, data: dict) -> "Config":
-        return cls(**data)
-
 
 MATCHED_BN_EPS = 1e-5
 MATCHED_ADAM_EPS = 1e-20  # small enough that where it is added no longer matters

@@ -94,9 +94,6 @@ class Context:
             value = value.item() if getattr(value, "size", 1) == 1 or getattr(value, "ndim", 1) == 0 else value
         self.values[key] = value
 
-    def changed(self) -> Dict[str, Dict[str, List[str]]]:
-        return changed_tensors(self._start, self.snapshot(), self.trainable)
-
 
 def observe(engine: Engine, scenario, init: str, variant: str = "") -> dict:
     """Run one scenario on one engine from one initialisation; never raises."""
@@ -110,9 +107,10 @@ def observe(engine: Engine, scenario, init: str, variant: str = "") -> dict:
         if faults.scenario_should_break(engine.id, scenario.id):
             raise RuntimeError("injected failure in the scenario's own code")
         scenario.implementations[engine.id](ctx)
-        record["changed"] = ctx.changed()
+        final = ctx.snapshot()
+        record["changed"] = changed_tensors(ctx._start, final, ctx.trainable)
         record["tensors"] = tensor_names(ctx._start, ctx.trainable)
-        record["digests"] = digests(ctx.snapshot(), ctx.trainable)
+        record["digests"] = digests(final, ctx.trainable)
         record["steps"], record["values"] = ctx.steps, clean_values(ctx.values)
         if ctx.error:
             record["status"], record["error"] = "raised", ctx.error

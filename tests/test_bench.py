@@ -119,6 +119,11 @@ def test_unknown_size_is_a_one_line_usage_error():
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "unknown size huge" in done.stderr
 
 
+def test_out_that_is_a_folder_is_a_one_line_usage_error(tmp_path):
+    done = run_bench("--out", str(tmp_path))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "is a folder" in done.stderr
+
+
 def test_cuda_without_gpu_is_a_one_line_usage_error():
     done = run_bench("--device", "cuda", "--engines", "torch", env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
     assert done.returncode == 2
@@ -190,3 +195,21 @@ def test_no_account_without_the_reports_results(tmp_path):
 
     assert bench.account_for(str(tmp_path / "missing.json")) is None
     assert report.floor_account({"floor_s": 1.0, "report_s": 2.0}) == []  # a bench.json from before accounts
+
+
+def test_rows_without_predictions_render_as_measured_only():
+    """Without torch the bench counts no FLOPs: its rows carry no prediction, and the report
+    shows the measurements with 'no prediction' instead of failing or marking a miss."""
+    from compare import report
+
+    timing = {"baseline": "custom-step", "idioms": {
+        idiom: {"samples_s": samples, "iterations_per_sample": 1, "flops_formula": {"FG": 1},
+                "memory_formula": {"PG": 1}, "facts": {}}
+        for idiom, samples in (("custom-step", [1.0, 2.0]), ("combined-frozen", [1.5, 2.5]))}}
+    memory = {"custom-step": {"peak_bytes": 100}, "combined-frozen": {"peak_bytes": 150}}
+    rows = bench.build_rows("keras-torch", "toy", timing, memory, None)
+    assert all(r["predicted_ratio"] is None and r["within_tolerance"] is None for r in rows)
+    assert rows[1]["ratios"] == [1.5, 1.25] and rows[1]["memory_ratio"] == 1.5
+    text = "\n".join(report.performance_section({"source": "bench.json", "rows": rows}))
+    assert "1.38 (0.12) / no prediction" in text and "1.50 / no prediction" in text
+    assert " *" not in text and "Where the model misses" not in text

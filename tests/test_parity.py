@@ -7,7 +7,8 @@ import pytest
 
 from compare import parity
 from compare.model import PARITY, PITFALLS
-from compare.program import STAGES
+from compare.engines import ENGINES
+from compare.program import STAGES, configs
 from tests.conftest import DTYPES, KERAS_ENGINES, require_run
 
 
@@ -38,7 +39,7 @@ def test_float64_trainable_parameters_within_1e9(engine_runs, parity_records, en
     """After one and after ten canonical iterations, every trainable parameter agrees with
     torch within 1e-9, unless the engine carries the measured float64->float32 rule."""
     run = require_run(engine_runs, engine, "float64")
-    rule = parity.precision_rule(engine, "float64", run.facts)
+    rule = parity.precision_rule("float64", run.facts)
     for stage in ("iteration.1", "iteration.10"):
         (record,) = [r for r in records_for(parity_records, engine, "float64", stage=stage)
                      if r["quantity"] == "param"]
@@ -53,7 +54,7 @@ def test_float64_state_is_equal_or_explained_by_the_variance_rule(engine_runs, p
     """Every state tensor agrees within tolerance, or its difference equals what the BN
     variance-estimator rule predicts within tolerance (1e-9 for a true float64 engine)."""
     run = require_run(engine_runs, engine, "float64")
-    tolerance = parity.TOLERANCE["float32"] if parity.precision_rule(engine, "float64", run.facts) else 1e-9
+    tolerance = parity.TOLERANCE["float32"] if parity.precision_rule("float64", run.facts) else 1e-9
     for record in records_for(parity_records, engine, "float64"):
         if record["quantity"] != "state":
             continue
@@ -61,6 +62,17 @@ def test_float64_state_is_equal_or_explained_by_the_variance_rule(engine_runs, p
             assert record["residual_after_rule"] <= tolerance, describe([record])
         else:
             assert record["max_abs_diff"] <= tolerance, describe([record])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_weight_port_round_trip_is_exact(engine_runs, engine, dtype):
+    """Loading the canonical weights and exporting them gives them back bit for bit (rounded
+    to the dtype) in every engine, the reference included (no other engine is compared with it)."""
+    run = require_run(engine_runs, engine, dtype)
+    arrays = run.arrays()
+    ports = {c.name: float(arrays[f"{c.name}/structure/param/port"][0]) for c in configs()}
+    assert all(v == 0.0 for v in ports.values()), ports
 
 
 def test_nan_and_inf_never_count_as_agreement():

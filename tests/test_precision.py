@@ -28,7 +28,7 @@ def test_float64_precision_is_lost_only_where_the_rule_names_the_cause(engine_ru
     float64 variance to float64 rounding."""
     run = require_run(engine_runs, engine, "float64")
     probe = run.facts["bn_estimator"]
-    rule = parity.precision_rule(engine, "float64", run.facts)
+    rule = parity.precision_rule("float64", run.facts)
     error = min(probe["error_vs_biased"], probe["error_vs_unbiased"])
     if rule:
         assert probe["on_float32_grid"] and error > 1e-12

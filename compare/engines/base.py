@@ -20,7 +20,6 @@ class Engine:
     """One framework in one process. Subclasses fill in the framework-specific parts."""
 
     id: str = ""
-    framework: str = ""  # "torch" or "keras": which constructor conventions apply
 
     def setup(self, dtype: str) -> None:
         """Configure the framework for ``dtype`` before any model is built."""

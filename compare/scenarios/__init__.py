@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 ENGINE_IDS = ("torch", "keras-tensorflow", "keras-jax", "keras-torch", "tf-keras")
 KERAS_IDS = ("keras-tensorflow", "keras-jax", "keras-torch", "tf-keras")
+KERAS_3_IDS = ("keras-tensorflow", "keras-jax", "keras-torch")
 MODULES = ("compare.scenarios.scope", "compare.scenarios.freeze", "compare.scenarios.detach")
 
 SOURCES = {
@@ -182,7 +183,7 @@ def verdicts(scenario: Scenario, record: dict, records: Sequence[dict] = ()) -> 
         else:
             try:
                 verdict = "holds" if claim.holds(Observed(record, records)) else "does-not-hold"
-            except (Unobserved, StopIteration):  # an observation or step it needs is missing
+            except Unobserved:  # an observation or step it needs is missing
                 verdict = "not-applicable"
         out.append({"claim": claim.id, "text": claim.text, "source": claim.source, "verdict": verdict})
     return out

@@ -10,16 +10,15 @@ the final parameter fingerprints with ``detach.reuse_with_detach`` on the same e
 
 from __future__ import annotations
 
-from compare.scenarios import KERAS_IDS, Claim, Scenario, register
+from compare.engines.base import grad_state
+from compare.scenarios import KERAS_IDS, Claim, Scenario, Unobserved, register
 
 REFERENCE = "detach.reuse_with_detach"
 
 
 def gradient_kinds(grads):
     """None, zero or nonzero for each gradient, whichever framework's array it is."""
-    import numpy as np
-
-    return ["none" if g is None else "nonzero" if np.any(np.asarray(g)) else "zero" for g in grads]
+    return [grad_state(g) for g in grads]
 
 
 def global_norm(grads):
@@ -42,7 +41,10 @@ def backward_flops(counter):
 
 def d_step(o):
     """The step that applied D's optimizer, whatever the engine calls it."""
-    return next(s for s in o.record["steps"] if s["label"].startswith("optimizer_D"))
+    for step in o.record["steps"]:
+        if step["label"].startswith("optimizer_D"):
+            return step
+    raise Unobserved("optimizer_D step")  # an earlier call raised and the step never ran
 
 
 def same_params_as_reference(o):

@@ -9,9 +9,7 @@ parameters that require grad at that moment.
 
 from __future__ import annotations
 
-from compare.scenarios import KERAS_IDS, Claim, Scenario, register
-
-KERAS_3_IDS = ("keras-tensorflow", "keras-jax", "keras-torch")
+from compare.scenarios import KERAS_3_IDS, KERAS_IDS, Claim, Scenario, register
 
 
 def moved(o, step, net, kind="params"):

@@ -116,7 +116,6 @@ class KerasBench:
 
     keras: Any = None
     packages = ("keras",)
-    framework = "keras"
     idioms = ("custom-step", "combined-toggling", "combined-frozen")
     # compiled steps (tf.function, jax.jit) ask for G's gradients only, so the G step's
     # backward through D makes D's input gradient only: the rest is pruned
@@ -170,9 +169,6 @@ class KerasBench:
                 D.train_on_batch(fake, y_fake)
                 return combined.train_on_batch(z, y_real)
 
-            def d_call():
-                return D.train_on_batch(real, y_real)
-
             def g_call():
                 return combined.train_on_batch(z, y_real)
         else:
@@ -193,15 +189,15 @@ class KerasBench:
                 D.trainable = True
                 return errG
 
-            def d_call():
-                return D.train_on_batch(real, y_real)
-
             def g_call():
                 D.trainable = False
                 try:
                     return combined.train_on_batch(z, y_real)
                 finally:
                     D.trainable = True
+        def d_call():
+            return D.train_on_batch(real, y_real)
+
         # Which formula holds depends on what each call trains: observe it once, as the
         # step makes the call (a semantic fact, not a timing).
         d_call_trains_d, combined_call_trains_d = (moves(D, call) for call in (d_call, g_call))

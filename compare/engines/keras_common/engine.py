@@ -96,7 +96,6 @@ def to_nchw(x: np.ndarray) -> np.ndarray:
 class KerasEngine(Engine):
     """Shared by every Keras engine. ``keras`` is the Keras 3 or the ``tf_keras`` module."""
 
-    framework = "keras"
     keras: Any = None
     packages = ("keras",)
 
@@ -166,7 +165,7 @@ class KerasEngine(Engine):
         }
 
     def computed_dtypes(self, gan: KerasGan, batch: Arrays) -> Dict[str, str]:
-        real, z, _, _ = self.inputs(batch)
+        _, z, _, _ = self.inputs(batch)
         fake = gan.G(z, training=True)
         return {
             "variables": ",".join(sorted({str(v.dtype) for n in "GD" for v in gan.model(n).weights})),

@@ -8,11 +8,15 @@ import keras
 from compare.engines.keras_common.engine import KerasEngine
 
 
+def variable_groups(gan) -> tuple:
+    """G's and D's variables and both optimizers', in the order of a stateless step's state."""
+    return (gan.G.trainable_variables, gan.G.non_trainable_variables, gan.D.trainable_variables,
+            gan.D.non_trainable_variables, gan.optimizer_D.variables, gan.optimizer_G.variables)
+
+
 def state_of(gan) -> tuple:
-    """The values a stateless step reads: G's and D's variables and both optimizers'."""
-    return tuple([v.value for v in variables] for variables in (
-        gan.G.trainable_variables, gan.G.non_trainable_variables, gan.D.trainable_variables,
-        gan.D.non_trainable_variables, gan.optimizer_D.variables, gan.optimizer_G.variables))
+    """The values a stateless step reads (see ``variable_groups``)."""
+    return tuple([v.value for v in variables] for variables in variable_groups(gan))
 
 
 def stateless_step(gan, state, real, z, y_real, y_fake, step: bool = True):
@@ -67,9 +71,7 @@ class KerasJaxEngine(KerasEngine):
         build_optimizers(gan)
         state, losses, d_grads, g_grads = stateless_step(gan, state_of(gan), *self.inputs(batch), step=step)
         # Write the new values back into the Keras variables.
-        variables = (gan.G.trainable_variables, gan.G.non_trainable_variables, gan.D.trainable_variables,
-                     gan.D.non_trainable_variables, gan.optimizer_D.variables, gan.optimizer_G.variables)
-        for group, values in zip(variables, state):
+        for group, values in zip(variable_groups(gan), state):
             for variable, value in zip(group, values):
                 variable.assign(value)
         grads = self.grads_to_canonical(gan, "D", d_grads) | self.grads_to_canonical(gan, "G", g_grads)

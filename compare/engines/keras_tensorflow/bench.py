@@ -14,8 +14,9 @@ from compare.engines.keras_common.bench import KerasBench
 def setup_tensorflow(device: str) -> Optional[str]:
     """One thread (as the engines); on CUDA, full float32 (no TF32). The reason the device
     cannot be used, or None."""
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from compare.engines.keras_tensorflow.engine import one_thread
+
+    one_thread()
     if device == "cuda":
         if not tf.config.list_physical_devices("GPU"):
             return f"tensorflow {tf.__version__} sees no GPU (a tensorflow-cpu build?)"

@@ -30,6 +30,12 @@ def tape_step(gan, real, z, y_real, y_fake, step: bool = True):
     return errD_real, errD_fake, errG, d_grads, g_grads
 
 
+def one_thread() -> None:
+    """TensorFlow on one thread, as every engine runs (the bench too)."""
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
 def tape_iteration(engine: KerasEngine, gan, batch, step: bool = True):
     """Shared with tf-keras: the same code runs on Keras 2, only the module differs."""
     errD_real, errD_fake, errG, d_grads, g_grads = tape_step(gan, *engine.inputs(batch), step=step)
@@ -44,8 +50,7 @@ class KerasTensorflowEngine(KerasEngine):
     packages = ("keras", "tensorflow")
 
     def setup(self, dtype: str) -> None:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        one_thread()
         super().setup(dtype)
 
     iteration = tape_iteration

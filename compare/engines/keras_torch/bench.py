@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Optional
 
 import keras
-import torch
 
 from compare.engines.keras_common.bench import KerasBench
 
@@ -22,36 +21,17 @@ class KerasTorchBench(KerasBench):
     custom_memory = {"PG": 1, "PD": 1, "AG": 1, "ADwx": 1}
 
     def setup(self, device: str) -> Optional[str]:
-        torch.set_num_threads(1)
-        if device == "cuda":
-            if not torch.cuda.is_available():
-                return f"torch {torch.__version__} sees no CUDA device"
-            torch.backends.cuda.matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
-        return None
+        from compare.engines.torch.bench import setup_torch
+
+        return setup_torch(device)
 
     def sync(self, out) -> None:
         out.item()
 
     def custom_step(self, gan):
-        G, D, loss_func = gan.G, gan.D, gan.loss
-        real, z, y_real, y_fake = gan.real, gan.z, gan.y_real, gan.y_fake
+        from compare.engines.keras_torch.engine import torch_step
 
-        def step():
-            D.zero_grad()
-            loss_func(y_real, D(real, training=True)).backward()
-            fake = G(z, training=True)
-            loss_func(y_fake, D(fake.detach(), training=True)).backward()
-            with torch.no_grad():
-                gan.optimizer_D.apply([v.value.grad for v in D.trainable_weights], D.trainable_weights)
-            G.zero_grad()
-            errG = loss_func(y_real, D(fake, training=True))
-            errG.backward()
-            with torch.no_grad():
-                gan.optimizer_G.apply([v.value.grad for v in G.trainable_weights], G.trainable_weights)
-            return errG
-
-        return step
+        return lambda: torch_step(gan, gan.real, gan.z, gan.y_real, gan.y_fake)[2]
 
     def gpu_memory(self):
         from compare.engines.torch.bench import cuda_memory

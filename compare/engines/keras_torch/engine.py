@@ -9,6 +9,32 @@ from compare.engines.base import grad_state
 from compare.engines.keras_common.engine import KerasEngine
 
 
+def torch_step(gan, real, z, y_real, y_fake, step: bool = True, keep_d_grads: bool = False):
+    """The canonical iteration on Keras models that are torch modules: backward, then the Keras
+    optimizer's apply (the parity runs and the bench run it). Returns the losses, a copy of D's
+    gradients from before the G step if asked (its backward adds into them), and G's."""
+    G, D, loss_func = gan.G, gan.D, gan.loss
+    D.zero_grad()
+    errD_real = loss_func(y_real, D(real, training=True))
+    errD_real.backward()
+    fake = G(z, training=True)
+    errD_fake = loss_func(y_fake, D(fake.detach(), training=True))
+    errD_fake.backward()
+    d_grads = [v.value.grad for v in D.trainable_weights]
+    kept = [g.clone() for g in d_grads] if keep_d_grads else None
+    if step:
+        with torch.no_grad():
+            gan.optimizer_D.apply(d_grads, D.trainable_weights)
+    G.zero_grad()
+    errG = loss_func(y_real, D(fake, training=True))
+    errG.backward()
+    g_grads = [v.value.grad for v in G.trainable_weights]
+    if step:
+        with torch.no_grad():
+            gan.optimizer_G.apply(g_grads, G.trainable_weights)
+    return errD_real, errD_fake, errG, kept, g_grads
+
+
 class KerasTorchEngine(KerasEngine):
     id = "keras-torch"
     keras = keras
@@ -24,27 +50,8 @@ class KerasTorchEngine(KerasEngine):
                 for name, v in self.canonical_variables(gan) if ".moving_" not in name}
 
     def iteration(self, gan, batch, step: bool = True):
-        G, D, loss_func = gan.G, gan.D, gan.loss
-        real, z, y_real, y_fake = self.inputs(batch)
-        # --- canonical iteration: begin ---
-        D.zero_grad()
-        errD_real = loss_func(y_real, D(real, training=True))
-        errD_real.backward()
-        fake = G(z, training=True)
-        errD_fake = loss_func(y_fake, D(fake.detach(), training=True))
-        errD_fake.backward()
-        d_grads = [v.value.grad.clone() for v in D.trainable_weights]
-        if step:
-            with torch.no_grad():
-                gan.optimizer_D.apply(d_grads, D.trainable_weights)
-        G.zero_grad()
-        errG = loss_func(y_real, D(fake, training=True))
-        errG.backward()
-        g_grads = [v.value.grad for v in G.trainable_weights]
-        if step:
-            with torch.no_grad():
-                gan.optimizer_G.apply(g_grads, G.trainable_weights)
-        # --- canonical iteration: end ---
+        errD_real, errD_fake, errG, d_grads, g_grads = torch_step(gan, *self.inputs(batch), step=step,
+                                                                  keep_d_grads=True)
         grads = self.grads_to_canonical(gan, "D", d_grads) | self.grads_to_canonical(gan, "G", g_grads)
         losses = {"D_real": errD_real.item(), "D_fake": errD_fake.item(), "G": errG.item()}
         return losses, grads

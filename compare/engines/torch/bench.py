@@ -186,19 +186,23 @@ def cuda_memory() -> tuple:
     return reset, read
 
 
+def setup_torch(device: str) -> Optional[str]:
+    """Configure torch for ``device`` (shared with keras-torch); the reason it cannot be used,
+    or None."""
+    torch.set_num_threads(1)  # as the engines: one thread, the same for every framework
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            return f"torch {torch.__version__} sees no CUDA device"
+        torch.backends.cuda.matmul.allow_tf32 = False  # parity runs: full float32
+        torch.backends.cudnn.allow_tf32 = False
+    return None
+
+
 class TorchBench:
     idioms = tuple(IDIOMS)
-    framework = "torch"
 
     def setup(self, device: str) -> Optional[str]:
-        """Configure torch for ``device``; the reason it cannot be used, or None."""
-        torch.set_num_threads(1)  # as the engines: one thread, the same for every framework
-        if device == "cuda":
-            if not torch.cuda.is_available():
-                return f"torch {torch.__version__} sees no CUDA device"
-            torch.backends.cuda.matmul.allow_tf32 = False  # parity runs: full float32
-            torch.backends.cudnn.allow_tf32 = False
-        return None
+        return setup_torch(device)
 
     def versions(self) -> Dict[str, str]:
         return {"torch": torch.__version__}

@@ -127,7 +127,6 @@ def canonical_name(net: str, key: str) -> str:
 
 class TorchEngine(Engine):
     id = "torch"
-    framework = "torch"
 
     def setup(self, dtype: str) -> None:
         torch.set_num_threads(1)  # one thread: bit-reproducible reductions, engines run side by side
