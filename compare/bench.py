@@ -44,12 +44,11 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from compare.engines import ENGINES, REFERENCE, parse_engines
-from compare.runner import child_environment, run_process
+from compare.runner import DEFAULT_TIMEOUT, child_environment, in_parallel, run_process
 
 SCHEMA = "compare.bench/1"
 SIZES = ("toy", "dcgan64")
@@ -397,36 +396,23 @@ def report_floor(engines: List[str], progress: Callable[[str], None]) -> dict:
     and exiting. The report adds the reference engine, so the floor does too."""
     engines = ([REFERENCE] if REFERENCE not in engines and not ENGINES[REFERENCE].missing() else []) + engines
     pairs = [(e, d) for e in engines for d in ("float32", "float64")]
-    queue = list(pairs)
-    lock = threading.Lock()
     failed: List[str] = []
-
     floor_engine_s: List[float] = []
 
-    def worker() -> None:
-        while True:
-            with lock:
-                if not queue:
-                    return
-                engine, dtype = queue.pop(0)
-            code = f"import importlib; importlib.import_module({ENGINES[engine].module!r})"
-            began = time.monotonic()
-            done = subprocess.run([sys.executable, "-c", code], env=child_environment(engine, dtype),
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            with lock:
-                floor_engine_s.append(time.monotonic() - began)
-                if done.returncode != 0:
-                    failed.append(f"{engine} {dtype}")
+    def work(pair, live) -> None:
+        engine, dtype = pair
+        code = f"import importlib; importlib.import_module({ENGINES[engine].module!r})"
+        began = time.monotonic()
+        status, _ = run_process([sys.executable, "-c", code], child_environment(engine, dtype), DEFAULT_TIMEOUT,
+                                "\0", lambda line: None, live)  # no progress lines to forward
+        floor_engine_s.append(time.monotonic() - began)
+        if status != 0:
+            failed.append(f"{engine} {dtype}")
 
     progress(f"report floor: starting {len(pairs)} engine processes that import their framework and exit")
     started = time.monotonic()
-    jobs = min(os.cpu_count() or 1, len(pairs))  # as many at once as the report runs
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(jobs)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(0.2)  # short waits keep the main thread responsive to signals
+    jobs = min(os.cpu_count() or 1, len(pairs))  # as many at once as the report runs (its default)
+    in_parallel(pairs, jobs, work)
     floor = time.monotonic() - started
     progress(f"report floor: {floor:.1f} s; now timing `python -m compare report` (minutes)")
     with tempfile.TemporaryDirectory(prefix="compare-bench-report-") as out:

@@ -184,3 +184,20 @@ def make_batches(iterations: int, seed: int = 1) -> List[Dict[str, np.ndarray]]:
         z = rng.standard_normal((BATCH, LATENT, 1, 1))
         batches.append({"real": real, "z": z})
     return batches
+
+
+# --- the bench's sizes (``compare bench``): the toy GAN above and the PyTorch DCGAN example's pair
+DCGAN_NZ, DCGAN_NGF, DCGAN_NDF = 100, 64, 64  # the example's widths
+DCGAN_ADAM = {"lr": 2e-4, "beta_1": 0.5, "beta_2": 0.999}  # the example's Adam
+BENCH_SHAPES = {  # size -> (batch, image CHW, latent)
+    "toy": (BATCH, IMAGE, LATENT),
+    "dcgan64": (64, (3, 64, 64), DCGAN_NZ),
+}
+
+
+def bench_batch(size: str, seed: int = 1) -> Dict[str, np.ndarray]:
+    """One batch for timing (values do not matter, only shapes): ``real`` NCHW uniform in
+    [-1, 1], ``z`` (N, latent, 1, 1); every engine's bench gets the same numbers."""
+    n, image, latent = BENCH_SHAPES[size]
+    rng = np.random.default_rng(seed)
+    return {"real": rng.uniform(-1, 1, (n, *image)), "z": rng.standard_normal((n, latent, 1, 1))}

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from compare.engines import ENGINES
 
@@ -153,10 +153,27 @@ def run_engines(engines: List[str], dtypes: List[str], workdir: str, jobs: Optio
                     f"{', '.join(missing)} not installed; install with: {spec.install}")
             else:
                 todo.append((engine, dtype))
-    jobs = max(1, jobs or os.cpu_count() or 1)
-    lock = threading.Lock()
     # longest first, so that the last process to finish is a short one
     queue = sorted(todo, key=lambda job: (-ENGINES[job[0]].relative_cost, job[1] != "float32"))
+
+    def work(job: Tuple[str, str], live: Dict[int, subprocess.Popen]) -> None:
+        engine, dtype = job
+        progress(f"[{engine} {dtype}] starting")
+        run = _run_child(engine, dtype, workdir, timeout, progress, live, options)
+        if run.status != "ok":
+            progress(f"[{engine} {dtype}] {run.status}: {run.reason}")
+        runs[job] = run
+
+    in_parallel(queue, jobs, work)
+    return {key: runs[key] for key in sorted(runs, key=lambda k: (list(ENGINES).index(k[0]), k[1]))}
+
+
+def in_parallel(items: List, jobs: Optional[int], work: Callable[[Any, Dict[int, subprocess.Popen]], None]) -> None:
+    """``work(item, live)`` for every item, in order, ``jobs`` at a time (default: one per CPU
+    core). ``work`` registers the processes it starts in ``live`` (``run_process`` does);
+    interrupted, no item is started any more and every live process is killed."""
+    queue = list(items)
+    lock = threading.Lock()
     live: Dict[int, subprocess.Popen] = {}
 
     def worker() -> None:
@@ -164,25 +181,20 @@ def run_engines(engines: List[str], dtypes: List[str], workdir: str, jobs: Optio
             with lock:
                 if not queue:
                     return
-                engine, dtype = queue.pop(0)
-            progress(f"[{engine} {dtype}] starting")
-            run = _run_child(engine, dtype, workdir, timeout, progress, live, options)
-            if run.status != "ok":
-                progress(f"[{engine} {dtype}] {run.status}: {run.reason}")
-            with lock:
-                runs[(engine, dtype)] = run
+                item = queue.pop(0)
+            work(item, live)
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(jobs, len(todo)))]
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(jobs, len(queue)))]
     for thread in threads:
         thread.start()
     try:
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.2)  # short waits keep the main thread responsive to signals
-    except BaseException:  # interrupted: no engine process may outlive the run
+    except BaseException:  # interrupted: no process may outlive the run
         with lock:
             queue.clear()
         for proc in list(live.values()):
             kill(proc)
         raise
-    return {key: runs[key] for key in sorted(runs, key=lambda k: (list(ENGINES).index(k[0]), k[1]))}

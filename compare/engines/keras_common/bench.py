@@ -13,13 +13,8 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from compare.engines.keras_common.engine import build_discriminator, build_generator
-from compare.model import PARITY
-
-BATCH = {"toy": 8, "dcgan64": 64}
-NZ, NGF, NDF = 100, 64, 64  # the PyTorch DCGAN example's widths
-LR, BETA_1 = 2e-4, 0.5  # the DCGAN example's Adam
-
+from compare.engines.keras_common.engine import build_discriminator, build_generator, to_nhwc
+from compare.model import DCGAN_ADAM, DCGAN_NDF as NDF, DCGAN_NGF as NGF, DCGAN_NZ as NZ, PARITY, bench_batch
 
 
 def combined_cost(d_call_trains_d: bool, combined_call_trains_d: bool):
@@ -87,11 +82,9 @@ class Gan:
             self.G, self.D = dcgan64_generator(keras), dcgan64_discriminator(keras)
         self.optimizer_G, self.optimizer_D = bench.adam(), bench.adam()
         self.loss = keras.losses.BinaryCrossentropy(from_logits=True)
-        rng = np.random.default_rng(seed + 1)
-        n = BATCH[size]
-        image = (6, 6, 3) if size == "toy" else (64, 64, 3)
-        self.real = bench.tensor(rng.uniform(-1, 1, (n, *image)))
-        self.z = bench.tensor(rng.standard_normal((n, 1, 1, NZ)))
+        batch = bench_batch(size, seed + 1)
+        n = batch["real"].shape[0]
+        self.real, self.z = bench.tensor(to_nhwc(batch["real"])), bench.tensor(to_nhwc(batch["z"]))
         self.y_real, self.y_fake = bench.tensor(np.ones((n, 1))), bench.tensor(np.zeros((n, 1)))
 
 
@@ -133,7 +126,8 @@ class KerasBench:
         return self.keras.ops.convert_to_tensor(x.astype("float32"))
 
     def adam(self):
-        return self.keras.optimizers.Adam(learning_rate=LR, beta_1=BETA_1)
+        return self.keras.optimizers.Adam(learning_rate=DCGAN_ADAM["lr"], beta_1=DCGAN_ADAM["beta_1"],
+                                          beta_2=DCGAN_ADAM["beta_2"])
 
     def sync(self, out) -> None:
         float(np.asarray(out))  # a user's loss logging: waits for the step's result

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
-from compare.model import PARITY
-
-BATCH = {"toy": 8, "dcgan64": 64}
-NZ, NGF, NDF = 100, 64, 64  # the PyTorch DCGAN example's widths
+from compare.model import DCGAN_ADAM, DCGAN_NDF as NDF, DCGAN_NGF as NGF, DCGAN_NZ as NZ, PARITY, bench_batch
 
 
 def dcgan64_generator() -> nn.Module:
@@ -59,15 +55,13 @@ class Gan:
             self.G, self.D = dcgan64_generator(), Dcgan64Discriminator()
         self.G.to(device)
         self.D.to(device)
-        self.optimizer_G = torch.optim.Adam(self.G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        self.optimizer_D = torch.optim.Adam(self.D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        adam = dict(lr=DCGAN_ADAM["lr"], betas=(DCGAN_ADAM["beta_1"], DCGAN_ADAM["beta_2"]))
+        self.optimizer_G = torch.optim.Adam(self.G.parameters(), **adam)
+        self.optimizer_D = torch.optim.Adam(self.D.parameters(), **adam)
         self.loss = nn.BCEWithLogitsLoss()
-        rng = np.random.default_rng(seed + 1)
-        n = BATCH[size]
-        image = (3, 6, 6) if size == "toy" else (3, 64, 64)
-        as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
-        self.real = as_tensor(rng.uniform(-1, 1, (n, *image)))
-        self.z = as_tensor(rng.standard_normal((n, NZ, 1, 1)))
+        batch = bench_batch(size, seed + 1)
+        n = batch["real"].shape[0]
+        self.real, self.z = (torch.as_tensor(batch[k], dtype=torch.float32, device=device) for k in ("real", "z"))
         self.y_real, self.y_fake = torch.ones(n, 1, device=device), torch.zeros(n, 1, device=device)
 
 
