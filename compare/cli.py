@@ -1,4 +1,4 @@
-"""Command line: ``python -m compare report|list``.
+"""Command line: ``python -m compare report|run|list|diff|bench``.
 
 Usage errors exit with status 2 and one line on stderr, as argparse does; a run that
 could not complete (an engine failed or timed out) or whose parity checks fail exits 1.

@@ -135,11 +135,12 @@ def run_program(engine: Engine, dtype: str, progress: Callable[[str], None], par
     started = time.monotonic()
     engine.setup(dtype)
     facts: dict = {"versions": engine.versions(), "dtype": dtype, "configs": {}, "phase_seconds": {}}
-    facts["bn_estimator"] = bn_estimator_probe(engine)
-    facts["precision_probes"] = engine.precision_probes()
-    probe_gan = engine.build(PARITY, initial_weights(PARITY))
-    facts["computed_dtypes"] = engine.computed_dtypes(probe_gan, make_batches(1)[0])
     arrays: Arrays = {}
+    if parity:  # the probes are what the parity rules and the report's facts read
+        facts["bn_estimator"] = bn_estimator_probe(engine)
+        facts["precision_probes"] = engine.precision_probes()
+        probe_gan = engine.build(PARITY, initial_weights(PARITY))
+        facts["computed_dtypes"] = engine.computed_dtypes(probe_gan, make_batches(1)[0])
     for config in configs() if parity else []:
         progress(f"{config.name}: build")
         config_facts, config_arrays = run_config(engine, config, dtype, progress)

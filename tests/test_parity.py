@@ -7,7 +7,7 @@ import pytest
 
 from compare import parity
 from compare.model import PARITY, PITFALLS
-from compare.engines import ENGINES
+from compare.engines import ENGINES, REFERENCE
 from compare.program import STAGES, configs
 from tests.conftest import DTYPES, KERAS_ENGINES, require_run
 
@@ -84,7 +84,7 @@ def test_nan_and_inf_never_count_as_agreement():
 
 
 def test_variance_rule_predicts_a_known_case():
-    """Two updates of a 2-channel BN, done by hand: torch keeps n/(n-1) times the batch variance."""
+    """Two updates of D's 32-channel BN (batch variance 1, then 2), done by hand: torch keeps n/(n-1) times the batch variance."""
     from compare.model import bn_layers
 
     n = bn_layers()["D.bn"]
@@ -107,7 +107,7 @@ def test_pitfall_effect_is_measured(engine_runs, parity_records, pitfall, dtype)
     """Every pitfall run produced a comparison for every Keras engine that ran."""
     effects = [p for p in parity.pitfall_effects(parity_records) if p["pitfall"] == pitfall and p["dtype"] == dtype]
     ran = [e for e in KERAS_ENGINES if engine_runs[(e, dtype)].status == "ok"
-           and engine_runs[("torch", dtype)].status == "ok"]
+           and engine_runs[(REFERENCE, dtype)].status == "ok"]
     if not ran:
         pytest.skip("no Keras engine ran")
     assert sorted(p["engine"] for p in effects) == sorted(ran)

@@ -148,6 +148,8 @@ class Observed:
         return self.record.get("error")
 
     def value(self, key: str):
+        if key not in self.record["values"]:
+            raise Unobserved(key)  # e.g. recorded after a call that raised
         return self.record["values"][key]
 
 

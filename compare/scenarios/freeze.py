@@ -292,6 +292,22 @@ def flip_and_recompile_torch(ctx):
 ITERATIONS = 10
 
 
+def record_moves(ctx, g_call: str, d_call: str) -> None:
+    """Count, over the steps so far, the G calls (labels ending in ``g_call``) and D calls
+    (labels containing ``d_call``) that moved each network: the values as_intended reads."""
+    counts = dict.fromkeys(("D moved in D calls", "G moved in D calls", "D moved in G calls",
+                            "G moved in G calls", "D state moved in G calls"), 0)
+    for s in ctx.steps:
+        kind = "G" if s["label"].endswith(g_call) else "D" if d_call in s["label"] else None
+        if kind is None:
+            continue
+        counts[f"D moved in {kind} calls"] += bool(s["changed"]["D"]["params"])
+        counts[f"G moved in {kind} calls"] += bool(s["changed"]["G"]["params"])
+        counts["D state moved in G calls"] += kind == "G" and bool(s["changed"]["D"]["state"])
+    for key, n in counts.items():
+        ctx.record(key, n)
+
+
 def as_intended(o):
     return (o.value("D moved in G calls") == 0 and o.value("G moved in G calls") == ITERATIONS
             and o.value("D moved in D calls") == 2 * ITERATIONS and o.value("G moved in D calls") == 0)
@@ -323,8 +339,6 @@ def toggle_every_call_keras(ctx):
     D.trainable = False
     combined = keras.Sequential([G, D])
     combined.compile(optimizer=keras.optimizers.Adam(), loss=ctx.loss)
-    counts = dict.fromkeys(("D moved in D calls", "G moved in D calls", "D moved in G calls",
-                            "G moved in G calls", "D state moved in G calls"), 0)
     for i in range(1, ITERATIONS + 1):
         D.trainable = True
         fake = G.predict(ctx.z, verbose=0)
@@ -339,15 +353,7 @@ def toggle_every_call_keras(ctx):
         with ctx.attempt(label):
             ctx.record(f"G loss {i}", float(combined.train_on_batch(ctx.z, ctx.y_real)))
             ctx.step(label)
-    for s in ctx.steps:
-        kind = "G" if s["label"].endswith("combined.train_on_batch") else "D" if "D.train" in s["label"] else None
-        if kind is None:
-            continue
-        counts[f"D moved in {kind} calls"] += bool(s["changed"]["D"]["params"])
-        counts[f"G moved in {kind} calls"] += bool(s["changed"]["G"]["params"])
-        counts["D state moved in G calls"] += kind == "G" and bool(s["changed"]["D"]["state"])
-    for key, n in counts.items():
-        ctx.record(key, n)
+    record_moves(ctx, g_call="combined.train_on_batch", d_call="D.train_on_batch")
 
 
 @toggle_every_call.implement("torch")
@@ -359,8 +365,6 @@ def toggle_every_call_torch(ctx):
     D.requires_grad_(False)
     combined = torch.nn.Sequential(G, D)
     optimizer = torch.optim.Adam([p for p in combined.parameters() if p.requires_grad])
-    counts = dict.fromkeys(("D moved in D calls", "G moved in D calls", "D moved in G calls",
-                            "G moved in G calls", "D state moved in G calls"), 0)
     for i in range(1, ITERATIONS + 1):
         D.requires_grad_(True)
         fake = G(ctx.z).detach()  # G in train mode, as the DCGAN example
@@ -377,15 +381,7 @@ def toggle_every_call_torch(ctx):
         optimizer.step()
         ctx.step(f"iteration {i}: combined step")
         ctx.record(f"G loss {i}", loss.item())
-    for s in ctx.steps:
-        kind = "G" if s["label"].endswith("combined step") else "D" if "D step" in s["label"] else None
-        if kind is None:
-            continue
-        counts[f"D moved in {kind} calls"] += bool(s["changed"]["D"]["params"])
-        counts[f"G moved in {kind} calls"] += bool(s["changed"]["G"]["params"])
-        counts["D state moved in G calls"] += kind == "G" and bool(s["changed"]["D"]["state"])
-    for key, n in counts.items():
-        ctx.record(key, n)
+    record_moves(ctx, g_call="combined step", d_call="D step")
 
 
 # --- freeze.shared_optimizer --------------------------------------------------------------
