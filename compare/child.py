@@ -1,5 +1,5 @@
 """Entry point of an engine's child process:
-``python -m compare.child ENGINE DTYPE OUT_DIR [--scenarios ID,ID] [--no-parity]``.
+``python -m compare.child ENGINE DTYPE OUT_DIR [--scenarios ID,ID] [--no-parity] [--threads N]``.
 
 Writes ``OUT_DIR/facts.json`` and ``OUT_DIR/arrays.npz``, each complete or not at all,
 and reports progress on stderr. Its framework is imported here and nowhere else.
@@ -11,7 +11,10 @@ import argparse
 import importlib
 import json
 import os
+import signal
+import stat
 import sys
+import threading
 import time
 import traceback
 
@@ -20,7 +23,24 @@ import numpy as np
 from compare import faults
 
 
+def end_with_parent() -> None:
+    """When stdin is a pipe from the parent, its end means the parent is gone: end this
+    process group at once rather than run on unobserved."""
+    if not stat.S_ISFIFO(os.fstat(0).st_mode):
+        return
+
+    def watch() -> None:
+        while os.read(0, 4096):
+            pass
+        if os.getpgid(0) == os.getpid():  # it leads its own group (the runner starts it so)
+            os.killpg(0, signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main(argv) -> int:
+    end_with_parent()
     parser = argparse.ArgumentParser(prog="compare.child")
     parser.add_argument("engine")
     parser.add_argument("dtype")
@@ -43,7 +63,8 @@ def main(argv) -> int:
     engine = importlib.import_module(spec.module).ENGINE
     imported = time.monotonic() - started
     facts, arrays = run_program(engine, dtype, progress, parity=not args.no_parity,
-                                scenarios=args.scenarios.split(",") if args.scenarios else None)
+                                scenarios=args.scenarios.split(",") if args.scenarios else None,
+                                threads=int(os.environ.get("COMPARE_THREADS", "1")))
     facts["seconds"] = time.monotonic() - started
     facts["phase_seconds"]["import"] = imported
     np.savez(os.path.join(out_dir, "arrays.tmp.npz"), **arrays)

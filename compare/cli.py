@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--jobs", type=int, default=None,
                         help="engine processes at once (default: number of CPU cores)")
     report.add_argument("--timeout", type=float, default=900.0, help="seconds per engine process (default 900)")
+    report.add_argument("--threads", type=int, default=1,
+                        help="threads per framework (default 1; observations must not depend on it)")
     report.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
     sub.add_parser("list", help="the engines (installed or not) and the scenarios")
@@ -84,7 +86,7 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     from compare.observations import collect
     from compare.report import moved_cell
-    from compare.runner import run_engines
+    from compare.runner import run_engines, workspace
     from compare.scenarios import catalog
 
     scenarios = catalog()
@@ -101,7 +103,7 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
-    with tempfile.TemporaryDirectory(prefix="compare-") as workdir:
+    with workspace() as workdir:
         runs = run_engines(wanted, [scenario.dtype], workdir, timeout=args.timeout, progress=progress,
                            parity=False, scenarios=[scenario.id])
         records = collect(engines, runs, only=[scenario.id])
@@ -154,6 +156,8 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         parser.error("--jobs must be at least 1")
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
     out_dir = args.out
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -187,11 +191,15 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     from compare import parity, report
     from compare.observations import collect
-    from compare.runner import run_engines
+    from compare.runner import removed_variables, run_engines, workspace
 
+    removed = removed_variables()
+    if removed:
+        progress(f"note: not passed to the engines (the runner sets its own): {', '.join(removed)}")
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="compare-") as workdir:
-        runs = run_engines(engines, dtypes, workdir, jobs=args.jobs, timeout=args.timeout, progress=progress)
+    with workspace() as workdir:
+        runs = run_engines(engines, dtypes, workdir, jobs=args.jobs, timeout=args.timeout, progress=progress,
+                           threads=args.threads)
         records = parity.compare_runs(runs)
         observations = collect(engines, runs)
         results = report.build_results(engines, dtypes, runs, records, observations, performance)
@@ -219,7 +227,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return bench.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops a run the way Ctrl-C does
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # they stop a run the way Ctrl-C does
+        signal.signal(signum, _terminate)
     commands = {"list": lambda a, p: cmd_list(), "diff": cmd_diff, "run": cmd_run, "report": cmd_report}
     try:
         return commands[args.command](args, parser)

@@ -127,6 +127,27 @@ def param_shapes(config: Config) -> Dict[str, Tuple[int, ...]]:
     return shapes
 
 
+def rounding_tensors(config: Config) -> Dict[str, str]:
+    """Each bias that feeds a BatchNorm directly, with the kernel of its own layer.
+
+    In training mode BN subtracts the batch mean, so such a bias has no effect on the
+    output and its gradient is zero in exact arithmetic; what a machine computes is
+    rounding noise whose value (0.0 or not) depends on the order of summation. Read from
+    the layer order of ``param_shapes``: a layer with a bias followed by a layer with a gamma.
+    """
+    layers: List[str] = []
+    for name in param_shapes(config):
+        layer = name.rsplit(".", 1)[0]
+        if layer not in layers:
+            layers.append(layer)
+    names = set(param_shapes(config))
+    out = {}
+    for layer, following in zip(layers, layers[1:]):
+        if f"{layer}.bias" in names and f"{following}.gamma" in names and layer[0] == following[0]:
+            out[f"{layer}.bias"] = f"{layer}.kernel"
+    return out
+
+
 def state_shapes() -> Dict[str, Tuple[int, ...]]:
     """Non-trainable state shared by every engine (BN running statistics)."""
     return {

@@ -129,12 +129,13 @@ def bn_estimator_probe(engine: Engine) -> dict:
 
 
 def run_program(engine: Engine, dtype: str, progress: Callable[[str], None], parity: bool = True,
-                scenarios: Optional[List[str]] = None) -> Tuple[dict, Arrays]:
+                scenarios: Optional[List[str]] = None, threads: int = 1) -> Tuple[dict, Arrays]:
     """The parity stages (unless ``parity`` is false) and, in float32, the scenarios
-    (all, or the ids in ``scenarios``)."""
+    (all, or the ids in ``scenarios``), with the framework on ``threads`` threads."""
     started = time.monotonic()
-    engine.setup(dtype)
-    facts: dict = {"versions": engine.versions(), "dtype": dtype, "configs": {}, "phase_seconds": {}}
+    engine.setup(dtype, threads)
+    facts: dict = {"versions": engine.versions(), "dtype": dtype, "configs": {}, "phase_seconds": {},
+                   "threads": engine.threads()}
     arrays: Arrays = {}
     if parity:  # the probes are what the parity rules and the report's facts read
         facts["bn_estimator"] = bn_estimator_probe(engine)

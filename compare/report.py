@@ -24,7 +24,7 @@ from compare.model import PARITY, PITFALLS
 from compare.parity import RULES, TOLERANCE, pitfall_effects, summarise
 from compare.program import STAGES
 
-SCHEMA = "compare.results/1"
+SCHEMA = "compare.results/2"  # 2: a "rounding" kind in changed lists and gradient slots
 PACKAGES = ("torch", "tensorflow", "tensorflow-cpu", "keras", "tf_keras", "jax", "jaxlib", "numpy")
 
 
@@ -35,11 +35,28 @@ def environment() -> dict:
             packages[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             packages[name] = None
+    from compare.runner import removed_variables
+
     return {
         "python": platform.python_version(), "platform": platform.platform(),
-        "machine": platform.machine(), "cpu_count": os.cpu_count(), "packages": packages,
-        "compare": compare.__version__,
+        "machine": platform.machine(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "packages": packages, "compare": compare.__version__,
+        # the caller's variables the runner removed before starting the engines
+        "removed_variables": removed_variables(),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what the platform module says."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def clean(value):
@@ -89,7 +106,7 @@ def build_results(engines: List[str], dtypes: List[str], runs: Dict, records: Li
             if run.status in ("failed", "timeout"):
                 entry["stderr_tail"] = run.stderr_tail
             if run.facts:
-                for key in ("versions", "computed_dtypes", "bn_estimator", "precision_probes"):
+                for key in ("versions", "threads", "computed_dtypes", "bn_estimator", "precision_probes"):
                     entry[key] = run.facts.get(key)
                 entry["phase_seconds"] = {k: round(v, 2) for k, v in run.facts.get("phase_seconds", {}).items()}
                 entry["losses"] = run.facts["configs"][PARITY.name]["losses"]
@@ -173,6 +190,32 @@ def parity_section(results: dict) -> List[str]:
                    f"Tolerances: {tolerances}.\n")
         out.append(tabulate(table, ["stage"] + engines, tablefmt="github") + "\n")
     return out
+
+
+def rounding_notes(results: dict) -> List[str]:
+    """What the recorder's "rounding" kind means, with the bound and this run's margin to it."""
+    from compare.observe import ROUNDING_BOUND
+
+    names = sorted({n for r in results["results"] for net in (r.get("tensors") or {}).values()
+                    for n in net.get("rounding", [])})
+    if not names:
+        return []
+    ratios = [r["largest_rounding_ratio"] for r in results["results"] if r.get("largest_rounding_ratio")]
+    measured = (f"the largest ratio in this run is below {fmt(10.0 ** math.ceil(math.log10(max(ratios))))}"
+                if ratios else "no engine of this run keeps gradients on tensors")
+    return [
+        f"Rounding noise. {', '.join(names)} feed a BatchNorm directly: while that BN runs in training mode it "
+        "subtracts the batch mean, so the bias cannot change the output and its gradient is zero in exact "
+        "arithmetic. What a machine computes is rounding noise, exactly 0.0 or not depending on the order of "
+        "summation (the CPU, the thread count). The recorder gives these biases a kind of their own, so that an "
+        "observation reads the same on every machine: a gradient slot reads `rounding` where the bias's "
+        f"gradient is at most {fmt(ROUNDING_BOUND)} (2^-20) times the largest gradient of its network ({measured}; "
+        "above the bound it reads `nonzero`), and a step that moved the layer's kernel lists the bias under "
+        "`rounding` whether or not it moved itself (Adam turns nonzero noise into a step of about lr and leaves "
+        "an exact 0.0 in place). A bias that moves while its kernel does not is listed as moved, and every "
+        "other tensor is compared bit for bit.",
+        "",
+    ]
 
 
 def tolerance_notes(results: dict) -> List[str]:
@@ -536,6 +579,7 @@ def render_markdown(results: dict) -> str:
             claims_matrix(results, engines),
             "",
         ]
+        parts += rounding_notes(results)
         parts += scenario_sections(results, engines)
     parts += [
         "## Parity with PyTorch",

@@ -1,6 +1,11 @@
 """Fault isolation: an engine that crashes, hangs, fails outside a scenario or writes
 garbage is reported with its reason and stderr tail, every other engine still is, and
-the exit status says the run was incomplete. Faults are injected with COMPARE_FAULT_INJECT."""
+the exit status says the run was incomplete. Faults are injected with COMPARE_FAULT_INJECT.
+
+No test here depends on how fast a healthy engine runs (only the faulty one gets a short
+timeout), and none looks at processes it did not start: every run carries a token of its
+own in its environment, and "left behind" means a process with that token.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -25,13 +31,46 @@ def needs(*engines):
         pytest.skip(f"{', '.join(missing)} not installed")
 
 
-def report(out, fault=None, timeout=60, engines=f"{HEALTHY},{FAULTY}", **kwargs):
-    env = dict(os.environ, PYTHONPATH=ROOT)
+HEALTHY_TIMEOUT = 1800  # a healthy engine on a loaded machine is slow, never hung
+
+
+def environment(tmp_path, fault=None):
+    """The caller's environment with a token that marks every process of this run, and a
+    temporary folder of the test's own."""
+    env = dict(os.environ, PYTHONPATH=ROOT, COMPARE_TEST_TOKEN=uuid.uuid4().hex, TMPDIR=str(tmp_path / "tmp"))
+    os.makedirs(env["TMPDIR"], exist_ok=True)
     env.pop("COMPARE_FAULT_INJECT", None)
     if fault:
         env["COMPARE_FAULT_INJECT"] = fault
+    return env
+
+
+def processes_with(token: str):
+    """Pids of the processes whose environment carries ``token``: those this test started."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if f"COMPARE_TEST_TOKEN={token}".encode() in f.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:  # gone, or not ours to read
+            pass
+    return found
+
+
+def wait_until_gone(token: str, seconds: float = 10.0):
+    deadline = time.monotonic() + seconds
+    while processes_with(token) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return processes_with(token)
+
+
+def report(out, fault=None, faulty_timeout=None, engines=f"{HEALTHY},{FAULTY}", **kwargs):
+    env = environment(out.parent / f"{out.name}-env", fault)
     args = [sys.executable, "-m", "compare", "report", "--out", str(out), "--engines", engines,
-            "--dtype", "float32", "--timeout", str(timeout), "--quiet"]
+            "--dtype", "float32", "--timeout", str(HEALTHY_TIMEOUT), "--quiet"]
+    if faulty_timeout:
+        args += ["--timeout", f"{FAULTY}={faulty_timeout}"]
     return subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, **kwargs)
 
 
@@ -44,7 +83,7 @@ def report(out, fault=None, timeout=60, engines=f"{HEALTHY},{FAULTY}", **kwargs)
 ])
 def test_engine_fault_is_isolated_and_reported(tmp_path, kind, status, reason):
     needs(HEALTHY, FAULTY)
-    out = report(tmp_path, fault=f"{FAULTY}={kind}", timeout=15)
+    out = report(tmp_path, fault=f"{FAULTY}={kind}", faulty_timeout=15)
     assert out.returncode == 1, out.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     broken = results["engines"][FAULTY]["runs"]["float32"]
@@ -73,27 +112,50 @@ def test_broken_scenario_is_failed_and_isolated(tmp_path):
     assert out.returncode == 0  # the engine itself completed; the failed cell says the rest
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupted_run_keeps_previous_report_and_leaves_no_engine_behind(tmp_path, sig):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
+def test_interrupted_run_keeps_previous_report_and_leaves_nothing_behind(tmp_path, sig):
+    """However the parent ends, within seconds no engine process of its run and no temporary
+    folder is left, and the earlier report files are as they were."""
     needs(HEALTHY)
+    out = tmp_path / "out"
+    out.mkdir()
     old = {"results.json": '{"old": true}\n', "REPORT.md": "old report\n"}
     for name, text in old.items():
-        (tmp_path / name).write_text(text)
-    env = dict(os.environ, PYTHONPATH=ROOT, COMPARE_FAULT_INJECT=f"{HEALTHY}=hang")
-    proc = subprocess.Popen([sys.executable, "-m", "compare", "report", "--out", str(tmp_path), "--engines",
+        (out / name).write_text(text)
+    env = environment(tmp_path, fault=f"{HEALTHY}=hang")
+    proc = subprocess.Popen([sys.executable, "-m", "compare", "report", "--out", str(out), "--engines",
                              HEALTHY, "--dtype", "float32"], stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    line = proc.stderr.readline()
-    assert "starting" in line
-    time.sleep(1.0)
+    for line in proc.stderr:  # the engine process exists once its first progress line is out
+        if "importing framework" in line:
+            break
+    assert processes_with(env["COMPARE_TEST_TOKEN"])
     proc.send_signal(sig)
-    rest = proc.communicate(timeout=30)[1]
-    assert proc.returncode == 130, rest
-    assert "interrupted" in rest and "Traceback" not in rest
+    rest = proc.communicate(timeout=60)[1]
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 130, rest
+        assert "interrupted" in rest and "Traceback" not in rest
     for name, text in old.items():
-        assert (tmp_path / name).read_text() == text
-    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
-    left = subprocess.run(["pgrep", "-f", "compare.child torch float32"], capture_output=True, text=True)
-    assert left.stdout.strip() == ""
+        assert (out / name).read_text() == text
+    assert not [p for p in os.listdir(out) if p.startswith(".")]
+    assert wait_until_gone(env["COMPARE_TEST_TOKEN"]) == []
+    deadline = time.monotonic() + 10
+    while os.listdir(env["TMPDIR"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert os.listdir(env["TMPDIR"]) == []
+
+
+def test_no_process_starts_once_the_pool_is_stopped():
+    """The race of a Ctrl-C landing while a worker starts the next engine: a process is started
+    and registered under the pool's lock, so after stop() none can start."""
+    from compare.runner import Live, Stopped, run_process
+
+    live = Live()
+    live.stop()
+    with pytest.raises(Stopped):
+        run_process([sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ), 60, "", print, live)
+    assert live.procs == {}
 
 
 def strip_timings(value):
@@ -109,7 +171,7 @@ def test_two_runs_give_identical_results_apart_from_timings(tmp_path):
     needs(HEALTHY, FAULTY)
     first, second = tmp_path / "one", tmp_path / "two"
     for out in (first, second):
-        done = report(out, timeout=300)
+        done = report(out)
         assert done.returncode == 0, done.stderr
     a = json.loads((first / "results.json").read_text())
     b = json.loads((second / "results.json").read_text())

@@ -67,7 +67,7 @@ def test_report_writes_results_and_markdown(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["schema"] == "compare.results/1"
+    assert results["schema"] == "compare.results/2"
     assert set(results) >= {"environment", "engines", "results", "parity"}
     assert results["engines"]["torch"]["runs"]["float64"]["status"] == "ok"
     assert "## Parity with PyTorch" in (tmp_path / "REPORT.md").read_text()

@@ -34,11 +34,14 @@ class EngineSpec:
     def available(self) -> bool:
         return not self.missing()
 
-    def child_env(self, dtype: str) -> Dict[str, str]:
+    def child_env(self, dtype: str, threads: int = 1) -> Dict[str, str]:
+        """The engine's own variables; ``{threads}`` and ``{multi}`` (XLA's switch for more
+        than one thread) are filled in."""
         env = dict(self.env)
         if dtype == "float64":
             env.update(self.float64_env)
-        return env
+        fill = {"threads": threads, "multi": "true" if threads > 1 else "false"}
+        return {name: value.format(**fill) for name, value in env.items()}
 
     def versions(self) -> Dict[str, Optional[str]]:
         """Installed versions of the distributions behind this engine, from metadata."""
@@ -60,7 +63,8 @@ ENGINES: Dict[str, EngineSpec] = {
                    ("tensorflow",), env=(("KERAS_BACKEND", "tensorflow"),),
                    description="Keras 3, TensorFlow backend", relative_cost=4),
         EngineSpec("keras-jax", "compare.engines.keras_jax.engine", ("keras", "jax"), ("jax",),
-                   env=(("KERAS_BACKEND", "jax"), ("JAX_PLATFORMS", "cpu")),
+                   env=(("KERAS_BACKEND", "jax"), ("JAX_PLATFORMS", "cpu"),
+                        ("XLA_FLAGS", "--xla_cpu_multi_thread_eigen={multi} intra_op_parallelism_threads={threads}")),
                    float64_env=(("JAX_ENABLE_X64", "1"),),  # without it JAX silently computes in float32
                    description="Keras 3, JAX backend", relative_cost=5),
         EngineSpec("keras-torch", "compare.engines.keras_torch.engine", ("keras", "torch"), ("torch", "keras"),

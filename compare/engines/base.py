@@ -21,8 +21,8 @@ class Engine:
 
     id: str = ""
 
-    def setup(self, dtype: str) -> None:
-        """Configure the framework for ``dtype`` before any model is built."""
+    def setup(self, dtype: str, threads: int = 1) -> None:
+        """Configure the framework for ``dtype`` and ``threads`` before any model is built."""
         raise NotImplementedError
 
     def versions(self) -> Dict[str, str]:
@@ -63,10 +63,14 @@ class Engine:
         """(real, z, y_real, y_fake) as the framework's tensors, in its own layout."""
         raise NotImplementedError
 
-    def grad_states(self, gan: Any) -> Optional[Dict[str, str]]:
-        """Per trainable tensor: what its gradient slot holds (none, zero, nonzero), for
-        frameworks that keep gradients on tensors; None for those that do not."""
+    def gradient_slots(self, gan: Any) -> Optional[Dict[str, Optional[np.ndarray]]]:
+        """Per parameter: what its gradient slot holds (an array, or None where it is empty),
+        for frameworks that keep gradients on tensors; None for those that do not."""
         return None
+
+    def threads(self) -> Dict[str, int]:
+        """The threads the framework was set to use (recorded in results.json)."""
+        return {}
 
     def precision_probes(self) -> Dict[str, Any]:
         """Op-level facts about precision: where a framework quietly leaves the chosen dtype."""

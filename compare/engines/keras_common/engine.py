@@ -102,7 +102,7 @@ class KerasEngine(Engine):
     def set_floatx(self, dtype: str) -> None:
         self.keras.backend.set_floatx(dtype)
 
-    def setup(self, dtype: str) -> None:
+    def setup(self, dtype: str, threads: int = 1) -> None:
         self.dtype = dtype
         self.set_floatx(dtype)
 

@@ -67,6 +67,12 @@ class KerasJaxEngine(KerasEngine):
     keras = keras
     packages = ("keras", "jax", "jaxlib")
 
+    def threads(self):
+        # XLA's CPU thread pool is fixed by XLA_FLAGS, which the runner sets before the import
+        import os
+
+        return {"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
+
     def iteration(self, gan, batch, step: bool = True):
         build_optimizers(gan)
         state, losses, d_grads, g_grads = stateless_step(gan, state_of(gan), *self.inputs(batch), step=step)

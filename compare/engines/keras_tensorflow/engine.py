@@ -30,10 +30,10 @@ def tape_step(gan, real, z, y_real, y_fake, step: bool = True):
     return errD_real, errD_fake, errG, d_grads, g_grads
 
 
-def one_thread() -> None:
-    """TensorFlow on one thread, as every engine runs (the bench too)."""
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+def one_thread(threads: int = 1) -> None:
+    """TensorFlow on ``threads`` threads (one, as the bench and by default the engines run)."""
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
 def tape_iteration(engine: KerasEngine, gan, batch, step: bool = True):
@@ -49,9 +49,13 @@ class KerasTensorflowEngine(KerasEngine):
     keras = keras
     packages = ("keras", "tensorflow")
 
-    def setup(self, dtype: str) -> None:
-        one_thread()
-        super().setup(dtype)
+    def setup(self, dtype: str, threads: int = 1) -> None:
+        one_thread(threads)
+        super().setup(dtype, threads)
+
+    def threads(self):
+        return {"tensorflow intra-op": tf.config.threading.get_intra_op_parallelism_threads(),
+                "tensorflow inter-op": tf.config.threading.get_inter_op_parallelism_threads()}
 
     iteration = tape_iteration
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import keras
 import torch
 
-from compare.engines.base import grad_state
 from compare.engines.keras_common.engine import KerasEngine
 
 
@@ -40,13 +39,16 @@ class KerasTorchEngine(KerasEngine):
     keras = keras
     packages = ("keras", "torch")
 
-    def setup(self, dtype: str) -> None:
-        torch.set_num_threads(1)
-        super().setup(dtype)
+    def setup(self, dtype: str, threads: int = 1) -> None:
+        torch.set_num_threads(threads)
+        super().setup(dtype, threads)
 
-    def grad_states(self, gan):
+    def threads(self):
+        return {"torch intra-op": torch.get_num_threads()}
+
+    def gradient_slots(self, gan):
         # every parameter, trainable now or not: a frozen layer's slot is part of the answer
-        return {name: grad_state(None if v.value.grad is None else v.value.grad.cpu().numpy())
+        return {name: None if v.value.grad is None else v.value.grad.cpu().numpy()
                 for name, v in self.canonical_variables(gan) if ".moving_" not in name}
 
     def iteration(self, gan, batch, step: bool = True):

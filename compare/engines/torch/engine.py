@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compare.engines.base import Arrays, Engine, grad_state
+from compare.engines.base import Arrays, Engine
 from compare.model import Config, adam_epsilon, bn_settings
 
 # canonical layer name -> index in the nn.Sequential of its network
@@ -128,12 +128,15 @@ def canonical_name(net: str, key: str) -> str:
 class TorchEngine(Engine):
     id = "torch"
 
-    def setup(self, dtype: str) -> None:
-        torch.set_num_threads(1)  # one thread: bit-reproducible reductions, engines run side by side
+    def setup(self, dtype: str, threads: int = 1) -> None:
+        torch.set_num_threads(threads)  # one by default: engines run side by side
         self.dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
 
     def versions(self) -> Dict[str, str]:
         return {"torch": torch.__version__, "numpy": np.__version__}
+
+    def threads(self) -> Dict[str, int]:
+        return {"torch intra-op": torch.get_num_threads()}
 
     def build(self, config: Config, weights: Arrays) -> Gan:
         gan = Gan(config, self.dtype)
@@ -168,8 +171,8 @@ class TorchEngine(Engine):
         n = real.size(0)
         return real, z, torch.ones(n, 1, dtype=self.dtype), torch.zeros(n, 1, dtype=self.dtype)
 
-    def grad_states(self, gan: Gan):
-        return {canonical_name(net, n): grad_state(None if p.grad is None else p.grad.numpy())
+    def gradient_slots(self, gan: Gan):
+        return {canonical_name(net, n): None if p.grad is None else p.grad.numpy()
                 for net in ("G", "D") for n, p in gan.module(net).named_parameters()}
 
     def forward(self, gan: Gan, net: str, x: np.ndarray, training: bool) -> np.ndarray:

@@ -1,0 +1,38 @@
+"""Observations belong to the framework versions, not to the thread count: the scenarios run
+again with two threads per framework must give exactly the observations of the session's
+one-thread run (status, exceptions, which tensors moved at each step, gradient slots, claim
+verdicts)."""
+
+from __future__ import annotations
+
+import pytest
+
+from compare.engines import ENGINES
+from compare.observations import collect, describe_change, key
+from compare.program import SCENARIO_DTYPE
+from compare.runner import run_engines
+from tests.conftest import require_run
+
+
+@pytest.fixture(scope="module")
+def two_thread_observations(tmp_path_factory, engine_runs):
+    engines = [e for e in ENGINES if engine_runs[(e, SCENARIO_DTYPE)].status == "ok"]
+    runs = run_engines(engines, [SCENARIO_DTYPE], str(tmp_path_factory.mktemp("threads")), parity=False, threads=2)
+    return runs, collect(engines, runs)
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_two_threads_give_the_observations_of_one(engine_runs, two_thread_observations, engine):
+    require_run(engine_runs, engine, SCENARIO_DTYPE)
+    runs, observations = two_thread_observations
+    run = runs[(engine, SCENARIO_DTYPE)]
+    assert run.status == "ok", f"{run.reason}\n" + "\n".join(run.stderr_tail)
+    # it really ran with another thread setting, as the framework itself reports it
+    assert run.facts["threads"] != engine_runs[(engine, SCENARIO_DTYPE)].facts["threads"]
+    one = {key(r): r for r in collect(list(ENGINES), engine_runs) if r["engine"] == engine}
+    two = {key(r): r for r in observations if r["engine"] == engine}
+    assert one.keys() == two.keys()
+    problems = [f"{' '.join(k)}: {describe_change(one[k], two[k])}" for k in one if describe_change(one[k], two[k])]
+    problems += [f"{' '.join(k)}: claim {a['claim']} {a['verdict']} -> {b['verdict']}"
+                 for k in one for a, b in zip(one[k]["claims"], two[k]["claims"]) if a != b]
+    assert not problems, "\n".join(problems)
