@@ -14,12 +14,13 @@ import stat
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from compare.observations import Difference, differences, key
+from compare.observations import Difference, differences
 
 SCHEMAS = ("compare.results/1", "compare.results/2")
+OBSERVATION_KEY = ("scenario", "engine", "init", "variant")
 PARITY_KEY = ("engine", "dtype", "config", "stage", "quantity")
 # Every change has these fields in --json; those that do not apply to its kind are null.
-FIELDS = ("kind", "scenario", "engine", "init", "variant") + PARITY_KEY[1:] + ("step", "label", "what", "old", "new")
+FIELDS = ("kind",) + OBSERVATION_KEY + PARITY_KEY[1:] + ("step", "label", "what", "old", "new")
 
 
 class ResultsError(ValueError):
@@ -58,12 +59,9 @@ class Change:
         return {f: values.get(f) for f in FIELDS}
 
 
-def _observation_key(record: dict) -> Tuple[Tuple[str, str], ...]:
-    return tuple(zip(("scenario", "engine", "init", "variant"), key(record)))
-
-
-def _parity_key(record: dict) -> Tuple[Tuple[str, str], ...]:
-    return tuple((f, record[f]) for f in PARITY_KEY)
+def _key(record: dict, fields: Tuple[str, ...]) -> Tuple[Tuple[str, str], ...]:
+    """What identifies a record: (field, value) for each of ``fields``."""
+    return tuple((f, record[f]) for f in fields)
 
 
 def _verdict(holds: bool) -> str:
@@ -79,8 +77,8 @@ def changes(old: dict, new: dict) -> List[Change]:
     """Every observation, claim verdict and parity verdict that changed, appeared or disappeared.
     Both files must have passed ``validate`` (``load`` does that)."""
     out: List[Change] = []
-    old_obs = {_observation_key(r): r for r in old["results"]}
-    new_obs = {_observation_key(r): r for r in new["results"]}
+    old_obs = {_key(r, OBSERVATION_KEY): r for r in old["results"]}
+    new_obs = {_key(r, OBSERVATION_KEY): r for r in new["results"]}
     for k, a, b in _presence(old_obs, new_obs):
         if a is None or b is None:
             status = (None if r is None else r["status"] for r in (a, b))
@@ -92,8 +90,8 @@ def changes(old: dict, new: dict) -> List[Change]:
         for claim, x, y in _presence(old_claims, new_claims):
             if x != y:
                 out.append(Change("claim", k, Difference(f"claim {claim}", x, y)))
-    old_parity = {_parity_key(r): _verdict(r["holds"]) for r in old["parity"]}
-    new_parity = {_parity_key(r): _verdict(r["holds"]) for r in new["parity"]}
+    old_parity = {_key(r, PARITY_KEY): _verdict(r["holds"]) for r in old["parity"]}
+    new_parity = {_key(r, PARITY_KEY): _verdict(r["holds"]) for r in new["parity"]}
     for k, x, y in _presence(old_parity, new_parity):
         if x != y:
             out.append(Change("parity", k, Difference("verdict", x, y)))
@@ -201,7 +199,7 @@ def _check_observation(record: dict) -> None:
         seen.add(claim["claim"])
 
 
-def _check_records(data: dict, field: str, key_fields, check, key_of) -> None:
+def _check_records(data: dict, field: str, key_fields: Tuple[str, ...], check) -> None:
     records = data.get(field)
     if not isinstance(records, list):
         raise ResultsError(f"field {field!r} missing or not a list")
@@ -213,11 +211,11 @@ def _check_records(data: dict, field: str, key_fields, check, key_of) -> None:
                 raise _Invalid("not an object")
             for f in key_fields:
                 _field(record, f, str, "a string")
-            name += f" ({' '.join(v for v in key_of(record) if v)})"
+            k = _key(record, key_fields)
+            name += f" ({' '.join(v for _, v in k if v)})"
             check(record)
         except _Invalid as exc:
             raise ResultsError(f"{name}: {exc}")
-        k = key_of(record)
         if k in first:
             raise ResultsError(f"{name}: duplicate of {field}[{first[k]}] (the same identifying fields)")
         first[k] = i
@@ -237,7 +235,7 @@ def validate(data, path: str) -> None:
         raise ResultsError(f"{path}: unknown schema version {json.dumps(data['schema'])} "
                            f"(this compare reads {', '.join(SCHEMAS)})")
     try:
-        _check_records(data, "results", ("scenario", "engine", "init", "variant"), _check_observation, key)
-        _check_records(data, "parity", PARITY_KEY, _check_parity, lambda r: tuple(r[f] for f in PARITY_KEY))
+        _check_records(data, "results", OBSERVATION_KEY, _check_observation)
+        _check_records(data, "parity", PARITY_KEY, _check_parity)
     except ResultsError as exc:
         raise ResultsError(f"{path}: {exc}")
