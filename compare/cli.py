@@ -57,9 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", add_help=False,
                    help="time and memory of each idiom, measured and predicted (compare bench --help)")
 
-    diff = sub.add_parser("diff", help="what changed between two results.json files (exit 1 if anything did)")
+    diff = sub.add_parser(
+        "diff", help="what changed between two results.json files (exit 1 if anything did)",
+        description="Print one line per change in observations (status, exception, which tensors changed and "
+                    "gradients, per step), claim verdicts and parity verdicts, a record present in only one file "
+                    "included, then a count. Exit 0: nothing changed; 1: something did; 2: a file could not be "
+                    "read or is not a results.json (one line on stderr).")
     diff.add_argument("old")
     diff.add_argument("new")
+    diff.add_argument("--json", action="store_true",
+                      help="print the changes as a JSON list instead, each an object with the keys kind "
+                           "(observation, claim or parity), scenario, engine, init, variant (observations and "
+                           "claims), dtype, config, stage, quantity (parity), step (counted from 1) and label "
+                           "(for a step), what (a tensor, \"status\", \"claim ID\", \"verdict\", ...), old, new "
+                           "(null where the record is only in the other file); keys that do not apply are null")
     return parser
 
 
@@ -131,20 +142,23 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_diff(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from tabulate import tabulate
+    import json
 
-    from compare.diff import ResultsError, changes, load
+    from compare.diff import ResultsError, changes, load, summary
 
     try:
         found = changes(load(args.old), load(args.new))
     except ResultsError as exc:
         print(f"compare diff: error: {exc}", file=sys.stderr)
         return 2
-    if not found:
+    if args.json:
+        print(json.dumps([c.as_json() for c in found], indent=1))
+    elif not found:
         print("no observation, claim verdict or parity verdict changed")
-        return 0
-    print(tabulate(found, ["kind", "where", "change"], tablefmt="github", maxcolwidths=[None, 60, 90]))
-    return 1
+    else:
+        print("\n".join(c.line() for c in found))
+        print(summary(found))
+    return 1 if found else 0
 
 
 def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -231,10 +245,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         signal.signal(signum, _terminate)
     commands = {"list": lambda a, p: cmd_list(), "diff": cmd_diff, "run": cmd_run, "report": cmd_report}
     try:
-        return commands[args.command](args, parser)
+        status = commands[args.command](args, parser)
+        sys.stdout.flush()  # a full disk shows here, where it can be reported, not at exit
+        return status
     except KeyboardInterrupt:
         print("compare: interrupted; earlier report files are untouched", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into e.g. head, which stopped reading
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _discard_stdout()
         return 0
+    except OSError as exc:
+        if args.command not in ("diff", "list"):  # these only read files and print: the error is the output's
+            raise
+        _discard_stdout()
+        print(f"compare {args.command}: error: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that the flush at exit does not fail (and print a traceback) again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -8,6 +8,7 @@ from the records, after every engine has reported.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from compare.program import SCENARIO_DTYPE
@@ -61,35 +62,148 @@ def key(record: dict) -> Key:
 
 
 def message_fragment(message: str) -> str:
-    """The stable part of an exception message: memory addresses removed, length capped."""
-    return re.sub(r"0x[0-9a-f]+", "0x?", message)[:200]
+    """The stable part of an exception message: one line, memory addresses removed, length capped."""
+    return re.sub(r"0x[0-9a-fA-F]+", "0x?", " ".join(message.split()))[:200]
+
+
+def _exception(error: Optional[dict]) -> Optional[Tuple[str, str]]:
+    return None if not error else (error["type"], message_fragment(error.get("message", "")))
+
+
+def _tensor_kinds(changed: Optional[dict]) -> Optional[Dict[str, Dict[str, frozenset]]]:
+    """{net: {kind: tensors}}, empty kinds dropped, so that a file without a kind (an older
+    schema) reads the same as one where it is empty."""
+    if changed is None:
+        return None
+    return {net: {kind: frozenset(names) for kind, names in kinds.items() if names}
+            for net, kinds in changed.items()}
 
 
 def semantics(record: dict) -> dict:
     """What counts as the observed behaviour: status, exception, and which tensors changed,
     overall and per step (with gradient slots where the framework keeps them). Timings,
     losses and other values are left out: they are measurements, not semantics."""
-    error = record.get("error")
     return {
         "status": record["status"],
-        "error": None if not error else (error["type"], message_fragment(error.get("message", ""))),
-        "changed": record.get("changed"),
-        "steps": [(s["label"], s["changed"], s.get("grads"),
-                   None if "error" not in s else (s["error"]["type"], message_fragment(s["error"]["message"])))
-                  for s in record.get("steps", [])],
+        "error": _exception(record.get("error")),
+        "changed": _tensor_kinds(record.get("changed")),
+        "steps": [{"label": s["label"], "changed": _tensor_kinds(s["changed"]), "grads": s.get("grads"),
+                   "error": _exception(s.get("error"))} for s in record.get("steps", [])],
     }
 
 
-def describe_change(old: dict, new: dict) -> Optional[str]:
-    """One line saying how two observations of the same thing differ; None if they agree."""
+# What a difference's phrase starts with where it is not "WHAT: ": "status ok -> raised", and
+# nothing where the record named before it is the thing that differs.
+BARE = {"status": "status ", "verdict": "", "observation": "", "step": ""}
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way two observations of the same thing differ. ``old`` or ``new`` is None where
+    the thing (the step) exists in only one of them; ``step`` counts from 1."""
+
+    what: str
+    old: Optional[str]
+    new: Optional[str]
+    step: Optional[int] = None
+    label: Optional[str] = None
+
+    @property
+    def how(self) -> str:
+        prefix = BARE.get(self.what, f"{self.what}: ")
+        if self.old is None:
+            return prefix + "only in the new run"
+        if self.new is None:
+            return prefix + "only in the old run"
+        return f"{prefix}{self.old} -> {self.new}"
+
+    @property
+    def phrase(self) -> str:
+        return self.how if self.step is None else f'step {self.step} "{self.label}": {self.how}'
+
+
+# How a tensor listed under each kind of changed[net] reads, and how it reads when not listed.
+MOVED = {"params": ("moved", "did not move"), "state": ("changed", "did not change"),
+         "rounding": ("moved by rounding", "did not move")}
+
+
+def _moved(kind: str) -> Tuple[str, str]:
+    return MOVED.get(kind, (f"listed under {kind}", f"not listed under {kind}"))
+
+
+def _kind_phrase(kinds: List[str], other: List[str]) -> str:
+    if kinds:
+        return " and ".join(_moved(k)[0] for k in kinds)
+    return " and ".join(dict.fromkeys(_moved(k)[1] for k in other))
+
+
+def _unrecorded(what: str, a, b, where: dict) -> Optional[List[Difference]]:
+    """The differences when either side recorded nothing (None); None when both recorded something."""
+    if a is not None and b is not None:
+        return None
+    if a is b:
+        return []
+    return [Difference(what, "not recorded" if a is None else "recorded",
+                       "not recorded" if b is None else "recorded", **where)]
+
+
+def _tensor_differences(a, b, where: dict) -> List[Difference]:
+    missing = _unrecorded("tensor changes", a, b, where)
+    if missing is not None:
+        return missing
+    out = []
+    for net in sorted(a.keys() | b.keys()):
+        old, new = a.get(net, {}), b.get(net, {})
+        for tensor in sorted(set().union(*old.values(), *new.values())):
+            was = sorted(k for k, names in old.items() if tensor in names)
+            now = sorted(k for k, names in new.items() if tensor in names)
+            if was != now:
+                out.append(Difference(tensor, _kind_phrase(was, now), _kind_phrase(now, was), **where))
+    return out
+
+
+def _grad_differences(a: Optional[dict], b: Optional[dict], where: dict) -> List[Difference]:
+    missing = _unrecorded("gradients", a, b, where)
+    if missing is not None:
+        return missing
+    return [Difference(f"{t} gradient", a.get(t, "not recorded"), b.get(t, "not recorded"), **where)
+            for t in sorted(a.keys() | b.keys()) if a.get(t) != b.get(t)]
+
+
+def _exception_phrase(error: Optional[Tuple[str, str]]) -> str:
+    return "none" if error is None else f"{error[0]}: {error[1]}"
+
+
+def _outcome(s: dict) -> str:
+    return s["status"] + (f" ({_exception_phrase(s['error'])})" if s["error"] else "")
+
+
+def differences(old: dict, new: dict) -> List[Difference]:
+    """How two observations of the same thing differ, in semantics (claims aside); [] if they agree."""
     a, b = semantics(old), semantics(new)
-    lines = []
-    for field in ("status", "error", "changed"):
-        if a[field] != b[field]:
-            lines.append(f"{field}: was {a[field]}, now {b[field]}")
-    for i, (x, y) in enumerate(zip(a["steps"], b["steps"])):
-        if x != y:
-            lines.append(f"step {i} ({y[0]}): was {x[1:]}, now {y[1:]}")
+    out = []
+    if _outcome(a) != _outcome(b):
+        out.append(Difference("status", _outcome(a), _outcome(b)))
+    out += _tensor_differences(a["changed"], b["changed"], {})
     if len(a["steps"]) != len(b["steps"]):
-        lines.append(f"{len(a['steps'])} steps before, {len(b['steps'])} now")
-    return "; ".join(lines) or None
+        out.append(Difference("step count", str(len(a["steps"])), str(len(b["steps"]))))
+    for i, (x, y) in enumerate(zip(a["steps"], b["steps"]), 1):
+        where = {"step": i, "label": y["label"]}
+        if x["label"] != y["label"]:
+            out.append(Difference("label", f'"{x["label"]}"', f'"{y["label"]}"', **where))
+        out += _tensor_differences(x["changed"], y["changed"], where)
+        out += _grad_differences(x["grads"], y["grads"], where)
+        if x["error"] != y["error"]:
+            out.append(Difference("exception", _exception_phrase(x["error"]), _exception_phrase(y["error"]),
+                                  **where))
+    common = min(len(a["steps"]), len(b["steps"]))
+    for i, step in enumerate(a["steps"][common:], common + 1):
+        out.append(Difference("step", step["label"], None, step=i, label=step["label"]))
+    for i, step in enumerate(b["steps"][common:], common + 1):
+        out.append(Difference("step", None, step["label"], step=i, label=step["label"]))
+    return out
+
+
+def describe_change(old: dict, new: dict) -> Optional[str]:
+    """How two observations of the same thing differ, one phrase per difference; None if they agree."""
+    return "; ".join(d.phrase for d in differences(old, new)) or None

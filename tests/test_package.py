@@ -116,8 +116,8 @@ def test_diff_exit_status_says_whether_anything_changed(tmp_path):
     assert out.returncode == 0 and "no observation" in out.stdout
     out = run_cli("diff", same_a, moved)
     assert out.returncode == 1
-    assert "scope.g_step torch constant" in out.stdout and "D.bn.gamma" in out.stdout
-    assert "holds -> does-not-hold" in out.stdout
+    assert "scope.g_step  torch  init=constant: D.bn.gamma: did not move -> moved" in out.stdout
+    assert "scope.g_step  torch  init=constant: claim c: holds -> does-not-hold" in out.stdout
 
 
 @pytest.mark.parametrize("content", ["{not json", '{"schema": "other/1", "results": []}', "[1, 2]",

@@ -47,7 +47,7 @@ def test_committed_verdicts_match_what_the_engines_say_now(engine_runs, parity_r
                                  collect(list(ENGINES), engine_runs))
     found = changes(committed_results(), json.loads(json.dumps(fresh)))
     assert not found, f"{len(found)} committed verdicts no longer hold ({REGENERATE}):\n" + "\n".join(
-        f"{kind} {where}: {how}" for kind, where, how in found[:20])
+        change.line() for change in found[:20])
 
 
 @pytest.mark.parametrize("name", ["REPORT.md", "report.html", "guide"])
