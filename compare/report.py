@@ -156,8 +156,10 @@ def engine_section(results: dict) -> str:
                 note = run.get("reason", "")
                 if run["status"] == "unavailable":
                     note += f" ({info['install']})"
-            rows.append([engine, info["description"], dtype, run["status"], versions, f"{run['seconds']:.1f}", note])
-    return tabulate(rows, ["engine", "framework", "dtype", "status", "versions", "seconds", "note"], tablefmt="github")
+            threads = ", ".join(f"{k} {v}" for k, v in (run.get("threads") or {}).items())
+            rows.append([engine, info["description"], dtype, run["status"], versions, threads, note])
+    # timings stay in results.json and the performance section: they are not facts about the versions
+    return tabulate(rows, ["engine", "framework", "dtype", "status", "versions", "threads", "note"], tablefmt="github")
 
 
 def parity_section(results: dict) -> List[str]:
@@ -319,14 +321,15 @@ def moved_cell(record: dict) -> str:
 
 
 def changed_names(changed: dict, tensors: Optional[dict]) -> str:
-    """'G params: all; D state: bn.moving_mean' - names listed only where some of a kind did not move."""
+    """'G params: all; D state: bn.moving_mean' - names listed only where some of a kind did not move.
+    Biases stepped with a rounding-noise gradient read 'D rounding: conv1.bias'."""
     parts = []
     for net in ("G", "D"):
-        for kind in ("params", "state"):
-            names = changed[net][kind]
+        for kind in ("params", "state", "rounding"):
+            names = changed[net].get(kind, [])
             if not names:
                 continue
-            if tensors and sorted(names) == sorted(tensors[net][kind]):
+            if tensors and kind != "rounding" and sorted(names) == sorted(tensors[net].get(kind, [])):
                 parts.append(f"{net} {kind}: all")
             else:
                 parts.append(f"{net} {kind}: {', '.join(n.split('.', 1)[1] for n in names)}")
