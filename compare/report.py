@@ -7,6 +7,7 @@ a reader sees the old set or the new one, never a mix or half of a file.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import importlib.metadata
@@ -18,6 +19,7 @@ import secrets
 import shutil
 import signal
 import tempfile
+import threading
 from typing import Dict, List, Optional
 
 from tabulate import tabulate
@@ -695,44 +697,63 @@ def replace_all(texts: Dict[str, str]) -> None:
     Each text goes to a hidden file beside its target and is fsynced; only then are the
     targets replaced, with SIGINT, SIGTERM and SIGHUP held back, and each old file is kept
     as a hidden hard link until the last rename succeeded, so that a failure part-way puts
-    every old file back. A signal that arrived meanwhile is delivered afterwards, as
-    ReplacedThenInterrupted."""
-    held = SIGNALS - signal.pthread_sigmask(signal.SIG_BLOCK, ()) if hasattr(signal, "pthread_sigmask") else set()
+    every old file back. A signal that arrived meanwhile is delivered afterwards: a
+    KeyboardInterrupt then is a ReplacedThenInterrupted."""
     temps: Dict[str, str] = {}
     backups: Dict[str, str] = {}
     replaced: List[str] = []
+    complete = False
     try:
         for path, text in texts.items():
             temps[path] = hidden_name(path, "tmp")
             # a new file, with the permissions (umask) any file gets
             fd = os.open(temps[path], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             write_bytes(fd, text.encode("utf-8"))
-        hold(held, True)  # from here on, the renames finish or are undone
-        for path in texts:
-            if os.path.lexists(path):
-                backups[path] = hidden_name(path, "old")
-                keep_old(path, backups[path])
-        for path, temp in temps.items():
-            os.replace(temp, path)
-            replaced.append(path)
-        for directory in {os.path.dirname(os.path.abspath(p)) for p in texts}:
-            fsync_folder(directory)
-    except BaseException:
-        roll_back(replaced, backups)
+        with signals_held():  # the renames finish or are undone
+            try:
+                for path in texts:
+                    if os.path.lexists(path):
+                        backups[path] = hidden_name(path, "old")
+                        keep_old(path, backups[path])
+                for path, temp in temps.items():
+                    os.replace(temp, path)
+                    replaced.append(path)
+                for directory in {os.path.dirname(os.path.abspath(p)) for p in texts}:
+                    fsync_folder(directory)
+            except BaseException:
+                roll_back(replaced, backups)
+                raise
+            remove(backups.values())
+            complete = True
+    except BaseException as exc:
         remove([t for p, t in temps.items() if p not in replaced] + [b for p, b in backups.items() if p not in replaced])
-        hold(held, False)
+        if complete and isinstance(exc, KeyboardInterrupt):  # raised by a held-back signal, now delivered
+            raise ReplacedThenInterrupted(*exc.args) from None
         raise
-    remove(backups.values())
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold back SIGINT, SIGTERM and SIGHUP, and deliver those that arrived on leaving.
+    Blocking them in this thread (pthread_sigmask) is not enough: the kernel hands a
+    process's signal to any thread that does not block it (numpy's, say), so in the main
+    thread their Python handlers are also swapped for one that only takes note."""
+    arrived: List[int] = []
+    swapped = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in SIGNALS:
+            if signal.getsignal(sig) is not None:  # None: a handler not set from Python, left alone
+                swapped[sig] = signal.signal(sig, lambda signum, frame: arrived.append(signum))
+    blocked = SIGNALS - signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS) if hasattr(signal, "pthread_sigmask") else ()
     try:
-        hold(held, False)  # runs the handler of a signal held back meanwhile
-    except KeyboardInterrupt as exc:
-        raise ReplacedThenInterrupted(*exc.args) from None
-
-
-def hold(signals, on: bool) -> None:
-    """Hold back (or let through again) the delivery of ``signals`` to this thread."""
-    if signals:
-        signal.pthread_sigmask(signal.SIG_BLOCK if on else signal.SIG_UNBLOCK, signals)
+        yield
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)  # a pending one reaches the note-taker
+        for sig, handler in swapped.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(arrived):
+            signal.raise_signal(signum)
 
 
 def keep_old(path: str, backup: str) -> None:
