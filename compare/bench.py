@@ -343,7 +343,7 @@ class Children:
         if code is None:
             return {"status": "failed", "reason": f"no result within {CHILD_TIMEOUT:.0f} s", "stderr_tail": tail}
         try:
-            with open(out) as f:
+            with open(out, encoding="utf-8") as f:
                 result = json.load(f)
         except (OSError, ValueError):
             result = None
@@ -445,7 +445,7 @@ def account_for(results_path: str) -> Optional[dict]:
     import, parity stages and scenarios (what is left is interpreter start-up and writing
     the results), and per (scenario, engine) the seconds of all its runs."""
     try:
-        with open(results_path) as f:
+        with open(results_path, encoding="utf-8") as f:
             results = json.load(f)
     except (OSError, ValueError):
         return None

@@ -1,20 +1,25 @@
 """Command line: ``python -m compare report|run|list|diff|bench``.
 
-Usage errors exit with status 2 and one line on stderr, as argparse does; a run that
-could not complete (an engine failed or timed out) or whose parity checks fail exits 1.
+Usage errors exit with status 2 and one line on stderr, as argparse does, before any
+engine starts; so does output that cannot be written to stdout. A run that could not
+complete (an engine failed or timed out), whose parity checks fail, or whose report could
+not be written exits 1; an interrupted one (Ctrl-C, SIGTERM) exits 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
 import tempfile
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
+from compare import faults
 from compare.engines import ENGINES, REFERENCE, parse_engines
+from compare.runner import DEFAULT_TIMEOUT
 
 DTYPES = ("float32", "float64")
 
@@ -22,6 +27,48 @@ DTYPES = ("float32", "float64")
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, no usage block
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def seconds(text: str) -> float:
+    """argparse type: a finite, positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite positive number of seconds")
+    return value
+
+
+def timeout_spec(text: str) -> Tuple[str, float]:
+    """argparse type: SECONDS (every engine) or ENGINE=SECONDS (that engine only)."""
+    engine, _, value = text.rpartition("=")
+    engine = engine.strip()
+    if engine and engine not in ENGINES:
+        raise argparse.ArgumentTypeError(f"unknown engine {engine!r} in {text!r}; valid engines: {', '.join(ENGINES)}")
+    return engine, seconds(value)
+
+
+def timeouts(args: argparse.Namespace) -> Tuple[float, Dict[str, float]]:
+    """(the default timeout, per-engine timeouts) from the repeated --timeout options."""
+    default, per_engine = DEFAULT_TIMEOUT, {}
+    for engine, value in args.timeout or []:
+        if engine:
+            per_engine[engine] = value
+        else:
+            default = value
+    return default, per_engine
+
+
+def at_least_one(text: str) -> int:
+    """argparse type: a whole number, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,10 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--engines", help=f"comma-separated engine ids (default: all): {', '.join(ENGINES)}")
     report.add_argument("--dtype", choices=DTYPES + ("both",), default="both",
                         help="precision of the runs (default: both)")
-    report.add_argument("--jobs", type=int, default=None,
+    report.add_argument("--jobs", type=at_least_one, default=None,
                         help="engine processes at once (default: number of CPU cores)")
-    report.add_argument("--timeout", type=float, default=900.0, help="seconds per engine process (default 900)")
-    report.add_argument("--threads", type=int, default=1,
+    report.add_argument("--timeout", type=timeout_spec, action="append", metavar="[ENGINE=]SECONDS",
+                        help="seconds per engine process (default 900); ENGINE=SECONDS sets one engine's own, "
+                             "and the option may be repeated")
+    report.add_argument("--threads", type=at_least_one, default=1,
                         help="threads per framework (default 1; observations must not depend on it)")
     report.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
@@ -51,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one scenario and print what it did, as a table")
     run.add_argument("scenario", help="a scenario id (see `compare list`)")
     run.add_argument("--engines", help="comma-separated engine ids (default: all)")
-    run.add_argument("--timeout", type=float, default=900.0, help="seconds per engine process (default 900)")
+    run.add_argument("--timeout", type=timeout_spec, action="append", metavar="[ENGINE=]SECONDS",
+                     help="seconds per engine process (default 900); ENGINE=SECONDS for one engine, repeatable")
     run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
     sub.add_parser("bench", add_help=False,
@@ -103,10 +153,7 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     scenarios = catalog()
     if args.scenario not in scenarios:
         parser.error(f"unknown scenario {args.scenario}; valid scenarios: {', '.join(scenarios)}")
-    try:
-        engines = parse_engines(args.engines)
-    except ValueError as exc:
-        parser.error(str(exc))
+    engines = parse_options(args, parser)
     scenario = scenarios[args.scenario]
     wanted = [e for e in engines if e in scenario.implementations]
 
@@ -115,7 +162,8 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(line, file=sys.stderr, flush=True)
 
     with workspace() as workdir:
-        runs = run_engines(wanted, [scenario.dtype], workdir, timeout=args.timeout, progress=progress,
+        default, per_engine = timeouts(args)
+        runs = run_engines(wanted, [scenario.dtype], workdir, timeout=default, timeouts=per_engine, progress=progress,
                            parity=False, scenarios=[scenario.id])
         records = collect(engines, runs, only=[scenario.id])
     print(f"{scenario.id}: {scenario.question}\n")
@@ -161,38 +209,81 @@ def cmd_diff(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 1 if found else 0
 
 
-def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def parse_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> List[str]:
+    """The engines asked for, once --engines and COMPARE_FAULT_INJECT are known to be valid."""
     try:
-        engines = parse_engines(args.engines)
+        faults.parse(os.environ.get(faults.ENV, ""))
+        return parse_engines(args.engines)
     except ValueError as exc:
         parser.error(str(exc))
-    if args.jobs is not None and args.jobs < 1:
-        parser.error("--jobs must be at least 1")
-    if args.timeout <= 0:
-        parser.error("--timeout must be positive")
-    if args.threads < 1:
-        parser.error("--threads must be at least 1")
-    out_dir = args.out
+
+
+def output_problem(args: argparse.Namespace, paths: Dict[str, str]) -> Optional[str]:
+    """Why the report could not write ``paths`` (report.output_paths), or None; nothing is created."""
+    from compare.report import clash_with
+
+    guide = paths["guide"]
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        return f"--out {args.out} is a file; give a folder"
+    for name, path in paths.items():
+        if os.path.isdir(path):
+            return (f"--guide {guide} is a folder; give a file name" if name == "guide" else
+                    f"{path} is a folder; the report writes a file there")
+    other = clash_with(guide, {k: v for k, v in paths.items() if k != "guide"})
+    if other:
+        return f"--guide {guide} is the same file as {paths[other]}; give another name"
+    guide_dir = os.path.dirname(os.path.abspath(guide))
+    if os.path.realpath(guide_dir) != os.path.realpath(args.out) and not (
+            os.path.isdir(guide_dir) and os.access(guide_dir, os.W_OK)):
+        return f"cannot write the guide to {guide}: its folder does not exist or is not writable"
+    return None
+
+
+def make_folder(path: str) -> Optional[str]:
+    """Create ``path`` (and its missing parents) and check that a file can be made in it;
+    on failure remove what was created and say why."""
+    missing = []
+    parent = os.path.abspath(path)
+    while not os.path.lexists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
     try:
-        os.makedirs(out_dir, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-")
-        probe.close()
+        os.makedirs(path, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-").close()
     except OSError as exc:
-        parser.error(f"cannot write to --out {out_dir}: {exc.strerror or exc}")
-    if args.guide:
-        guide_dir = os.path.dirname(os.path.abspath(args.guide))
-        if not os.path.isdir(guide_dir) or not os.access(guide_dir, os.W_OK):
-            parser.error(f"cannot write the guide to {args.guide}: its folder does not exist or is not writable")
+        for folder in missing:  # deepest first
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+        return f"cannot write to --out {path}: {exc.strerror or exc}"
+    return None
+
+
+def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from compare import report
+    from compare.diff import ResultsError
+
+    args.interrupted = "earlier report files are untouched"  # until the new set is in place
+    engines = parse_options(args, parser)
+    out_dir = args.out
+    paths = report.output_paths(out_dir, args.guide)
+    problem = output_problem(args, paths)
+    if problem:
+        parser.error(problem)
     bench_path = args.bench or os.path.join(out_dir, "bench.json")
     performance = None
     if args.bench or os.path.exists(bench_path):
-        from compare.diff import ResultsError
-        from compare.report import load_bench
-
+        other = report.clash_with(bench_path, paths)
+        if other:
+            parser.error(f"the bench results {bench_path} are the same file as {paths[other]}, which the report replaces")
         try:
-            performance = load_bench(bench_path)
+            performance = report.load_bench(bench_path)
         except ResultsError as exc:
             parser.error(str(exc))
+    problem = make_folder(out_dir)  # last: a usage error leaves no folder behind
+    if problem:
+        parser.error(problem)
     dtypes = list(DTYPES) if args.dtype == "both" else [args.dtype]
 
     def progress(line: str) -> None:
@@ -203,7 +294,7 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         progress(f"note: adding {REFERENCE}, the reference every other engine is compared with")
         engines = [REFERENCE] + engines
 
-    from compare import parity, report
+    from compare import parity
     from compare.observations import collect
     from compare.runner import removed_variables, run_engines, workspace
 
@@ -212,12 +303,27 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         progress(f"note: not passed to the engines (the runner sets its own): {', '.join(removed)}")
     started = time.monotonic()
     with workspace() as workdir:
-        runs = run_engines(engines, dtypes, workdir, jobs=args.jobs, timeout=args.timeout, progress=progress,
-                           threads=args.threads)
+        default, per_engine = timeouts(args)
+        runs = run_engines(engines, dtypes, workdir, jobs=args.jobs, timeout=default, timeouts=per_engine,
+                           progress=progress, threads=args.threads)
         records = parity.compare_runs(runs)
         observations = collect(engines, runs)
         results = report.build_results(engines, dtypes, runs, records, observations, performance)
-    paths = report.write_report(out_dir, results, args.guide)
+    done = "the new report files are complete"
+    try:
+        paths = report.write_report(out_dir, results, args.guide)
+    except report.ReplacedThenInterrupted:
+        args.interrupted = done
+        raise
+    except Exception as exc:  # a full disk, --out removed meanwhile, ...: the run's results are not lost
+        reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        try:
+            kept = f"the run's results.json is kept at {report.keep_results(results)}"
+        except OSError as error:
+            kept = f"the run's results could not be kept either: {error.strerror or error}"
+        print(f"compare: error: cannot write the report to {out_dir}: {reason}; {kept}", file=sys.stderr)
+        return 1
+    args.interrupted = done
     incomplete = [f"{e} {d}: {r.status} ({r.reason})" for (e, d), r in runs.items() if r.status in ("failed", "timeout")]
     failing = [r for r in records if r["config"] == "parity" and not r["holds"]]
     progress(f"wrote {', '.join(paths)} in {time.monotonic() - started:.0f} s")
@@ -232,36 +338,70 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:  # the bench command parses its own options
-        from compare import bench
+class OutputError(Exception):
+    """Standard output could not be written (a full disk, /dev/full)."""
 
-        signal.signal(signal.SIGTERM, _terminate)
-        return bench.main(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for signum in (signal.SIGTERM, signal.SIGHUP):  # they stop a run the way Ctrl-C does
-        signal.signal(signum, _terminate)
-    commands = {"list": lambda a, p: cmd_list(), "diff": cmd_diff, "run": cmd_run, "report": cmd_report}
+
+class GuardedOutput:
+    """A stream whose failed writes raise OutputError, told apart from any other OSError
+    (BrokenPipeError passes: a reader that stopped is not an error)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+    def write(self, text: str) -> int:
+        return self._guard(self.stream.write, text)
+
+    def flush(self) -> None:
+        self._guard(self.stream.flush)
+
+    @staticmethod
+    def _guard(call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(exc.strerror or str(exc)) from exc
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's own flush at exit cannot fail."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command; every way out is an exit status, with at most one line on stderr."""
+    args = None
+    stdout, sys.stdout = sys.stdout, GuardedOutput(sys.stdout)
     try:
-        status = commands[args.command](args, parser)
-        sys.stdout.flush()  # a full disk shows here, where it can be reported, not at exit
+        for signum in (signal.SIGTERM, signal.SIGHUP):  # they stop a run the way Ctrl-C does
+            signal.signal(signum, _terminate)
+        argv = sys.argv[1:] if argv is None else argv
+        if argv[:1] == ["bench"]:  # the bench command parses its own options
+            from compare import bench
+
+            status = bench.main(argv[1:])
+        else:
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            commands = {"list": lambda a, p: cmd_list(), "diff": cmd_diff, "run": cmd_run, "report": cmd_report}
+            status = commands[args.command](args, parser)
+        sys.stdout.flush()  # here, where a failure can still be reported
         return status
     except KeyboardInterrupt:
-        print("compare: interrupted; earlier report files are untouched", file=sys.stderr)
+        note = getattr(args, "interrupted", None)  # what cmd_report knows of its files
+        print("compare: interrupted" + (f"; {note}" if note else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into e.g. head, which stopped reading
-        _discard_stdout()
+        silence_stdout()
         return 0
-    except OSError as exc:
-        if args.command not in ("diff", "list"):  # these only read files and print: the error is the output's
-            raise
-        _discard_stdout()
-        print(f"compare {args.command}: error: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
+    except OutputError as exc:
+        silence_stdout()
+        print(f"compare: error: cannot write to standard output: {exc}", file=sys.stderr)
         return 2
-
-
-def _discard_stdout() -> None:
-    """Point stdout at /dev/null, so that the flush at exit does not fail (and print a traceback) again."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    finally:
+        sys.stdout = stdout

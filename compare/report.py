@@ -1,19 +1,25 @@
 """Turn engine runs and parity records into ``results.json`` and ``REPORT.md``.
 
 Every sentence with a number or a verdict in the report is filled from the run; the
-fixed prose only says what a table means. Files are written atomically: a reader sees
-the old file or the new one, never half of one.
+fixed prose only says what a table means. The four output files are replaced as one set:
+a reader sees the old set or the new one, never a mix or half of a file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
 import importlib.metadata
 import json
 import math
 import os
 import platform
+import secrets
+import shutil
+import signal
 import tempfile
+import threading
 from typing import Dict, List, Optional
 
 from tabulate import tabulate
@@ -73,16 +79,21 @@ def clean(value):
 
 
 def load_bench(path: str) -> dict:
-    """The parts of a `compare bench` results file that the report shows."""
+    """The parts of a `compare bench` results file that the report shows, checked to have
+    the types the report reads, so that a bad file is refused before any engine runs."""
     from compare.diff import ResultsError
 
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError) as exc:
         raise ResultsError(f"cannot read the bench results {path}: {exc}")
     if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("compare.bench/"):
         raise ResultsError(f"{path} is not a `compare bench` results file")
+    try:
+        check_bench(data)
+    except ValueError as exc:
+        raise ResultsError(f"{path} is not a usable `compare bench` results file: {exc}")
     keep = ("engine", "size", "idiom", "baseline", "status", "reason", "ms_median", "ms_iqr", "ratio_median",
             "ratio_iqr", "predicted_ratio", "within_tolerance", "flops_formula", "peak_bytes", "memory_ratio",
             "predicted_memory_ratio", "memory_within_tolerance", "memory_formula", "facts")
@@ -90,6 +101,64 @@ def load_bench(path: str) -> dict:
             "environment": data.get("environment"), "sizes": data.get("sizes"),
             "memory_note": data.get("memory_note"), "report_floor": data.get("report_floor"),
             "rows": [{k: r.get(k) for k in keep if k in r} for r in data.get("rows", [])]}
+
+
+KINDS = {"a number": (int, float), "a string": str, "an object": dict, "a list": list}
+
+
+def need(value, kind: str, where: str, optional: bool = False):
+    """``value`` if it is of ``kind`` (a key of KINDS; None too where optional), else ValueError."""
+    if (value is None and optional) or (isinstance(value, KINDS[kind]) and not isinstance(value, bool)):
+        return value
+    raise ValueError(f"{where} is {json.dumps(value)[:40]}, not {kind}" + (" or null" if optional else ""))
+
+
+def check_bench(data: dict) -> None:
+    """Raise ValueError naming the first field that performance_section or floor_account
+    would fail on (they read these fields with these types)."""
+    settings = need(data.get("settings"), "an object", "settings", optional=True) or {}
+    if "tolerance" in settings:
+        need(settings["tolerance"], "a number", "settings.tolerance")
+    need(data.get("memory_note"), "a string", "memory_note", optional=True)
+    for i, row in enumerate(need(data.get("rows", []), "a list", "rows")):
+        where = f"rows[{i}]"
+        need(row, "an object", where)
+        if row.get("status") != "ok":
+            continue
+        for key in ("engine", "size", "idiom", "baseline"):
+            need(row.get(key), "a string", f"{where}.{key}")
+        for key in ("ms_median", "ratio_median", "ratio_iqr"):
+            need(row.get(key), "a number", f"{where}.{key}")
+        for key in ("predicted_ratio", "memory_ratio", "predicted_memory_ratio", "peak_bytes"):
+            need(row.get(key), "a number", f"{where}.{key}", optional=True)
+        need(row.get("facts"), "an object", f"{where}.facts", optional=True)
+    floor = need(data.get("report_floor"), "an object", "report_floor", optional=True)
+    if not floor:
+        return
+    for key in ("report_s", "floor_s", "ratio", "processes"):
+        need(floor.get(key), "a number", f"report_floor.{key}")
+    account = need(floor.get("account"), "an object", "report_floor.account", optional=True)
+    if not account or "floor_engine_s" not in floor:
+        return
+    need(floor["floor_engine_s"], "a number", "report_floor.floor_engine_s")
+    need(floor.get("jobs"), "a number", "report_floor.jobs", optional=True)
+    where = "report_floor.account"
+    total = need(account.get("engine_seconds"), "an object", f"{where}.engine_seconds")
+    for key in ("seconds", "import", "parity", "scenarios", "other"):
+        need(total.get(key), "a number", f"{where}.engine_seconds.{key}")
+    for engine, per in need(account.get("scenario_families"), "an object", f"{where}.scenario_families").items():
+        for family, seconds in need(per, "an object", f"{where}.scenario_families.{engine}").items():
+            need(seconds, "a number", f"{where}.scenario_families.{engine}.{family}")
+    for i, process in enumerate(need(account.get("processes"), "a list", f"{where}.processes")):
+        need(process, "an object", f"{where}.processes[{i}]")
+        need(process.get("engine"), "a string", f"{where}.processes[{i}].engine")
+        for key in ("import", "parity"):
+            need(process.get(key), "a number", f"{where}.processes[{i}].{key}")
+    for i, costly in enumerate(need(account.get("costliest_scenarios"), "a list", f"{where}.costliest_scenarios")):
+        need(costly, "an object", f"{where}.costliest_scenarios[{i}]")
+        for key in ("scenario", "engine"):
+            need(costly.get(key), "a string", f"{where}.costliest_scenarios[{i}].{key}")
+        need(costly.get("seconds"), "a number", f"{where}.costliest_scenarios[{i}].seconds")
 
 
 def build_results(engines: List[str], dtypes: List[str], runs: Dict, records: List[dict],
@@ -644,21 +713,189 @@ def render_markdown(results: dict) -> str:
     return "\n".join(parts)
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+# held back while the files are swapped
+SIGNALS = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
+
+
+class ReplacedThenInterrupted(KeyboardInterrupt):
+    """A signal that arrived while the files were swapped, delivered once every new file was in place."""
+
+
+def write_bytes(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the open file ``fd``, fsync and close it."""
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it private; the report is not
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def hidden_name(path: str, kind: str) -> str:
+    """A name beside ``path`` for its new version (kind "tmp") or its backup ("old")."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{kind}-{name}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def replace_all(texts: Dict[str, str]) -> None:
+    """Replace every file of ``texts`` (path -> text, written as UTF-8) or none of them.
+
+    Each text goes to a hidden file beside its target and is fsynced; only then are the
+    targets replaced, with SIGINT, SIGTERM and SIGHUP held back, and each old file is kept
+    as a hidden hard link until the last rename succeeded, so that a failure part-way puts
+    every old file back. A signal that arrived meanwhile is delivered afterwards: a
+    KeyboardInterrupt then is a ReplacedThenInterrupted."""
+    temps: Dict[str, str] = {}
+    backups: Dict[str, str] = {}
+    replaced: List[str] = []
+    complete = False
+    try:
+        for path, text in texts.items():
+            temps[path] = hidden_name(path, "tmp")
+            # a new file, with the permissions (umask) any file gets
+            fd = os.open(temps[path], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            write_bytes(fd, text.encode("utf-8"))
+        with signals_held():  # the renames finish or are undone
+            try:
+                for path in texts:
+                    if os.path.lexists(path):
+                        backups[path] = hidden_name(path, "old")
+                        keep_old(path, backups[path])
+                for path, temp in temps.items():
+                    os.replace(temp, path)
+                    replaced.append(path)
+                for directory in {os.path.dirname(os.path.abspath(p)) for p in texts}:
+                    fsync_folder(directory)
+            except BaseException:
+                roll_back(replaced, backups)
+                raise
+            remove(backups.values())
+            complete = True
+    except BaseException as exc:
+        remove([t for p, t in temps.items() if p not in replaced] + [b for p, b in backups.items() if p not in replaced])
+        if complete and isinstance(exc, KeyboardInterrupt):  # raised by a held-back signal, now delivered
+            raise ReplacedThenInterrupted(*exc.args) from None
         raise
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold back SIGINT, SIGTERM and SIGHUP, and deliver those that arrived on leaving.
+    Blocking them in this thread (pthread_sigmask) is not enough: the kernel hands a
+    process's signal to any thread that does not block it (numpy's, say), so in the main
+    thread their Python handlers are also swapped for one that only takes note."""
+    arrived: List[int] = []
+    swapped = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in SIGNALS:
+            if signal.getsignal(sig) is not None:  # None: a handler not set from Python, left alone
+                swapped[sig] = signal.signal(sig, lambda signum, frame: arrived.append(signum))
+    blocked = SIGNALS - signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS) if hasattr(signal, "pthread_sigmask") else ()
+    try:
+        yield
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)  # a pending one reaches the note-taker
+        for sig, handler in swapped.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(arrived):
+            signal.raise_signal(signum)
+
+
+def keep_old(path: str, backup: str) -> None:
+    """A second name for the old file (a copy where the file system has no hard links)."""
+    try:
+        os.link(path, backup, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS) or os.path.islink(path):
+            raise
+        shutil.copy2(path, backup)
+
+
+def roll_back(replaced: List[str], backups: Dict[str, str]) -> None:
+    """Put the old file back (or none, where there was none) wherever a new one was renamed
+    into place. A backup that cannot be put back stays: it is the only copy left."""
+    for path in replaced:
+        try:
+            if path in backups:
+                os.replace(backups[path], path)
+            else:
+                os.unlink(path)
+        except OSError:
+            continue
+
+
+def fsync_folder(directory: str) -> None:
+    """Make the renames in ``directory`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove(paths) -> None:
+    """Remove what is left of temporary files; one that cannot be removed is only clutter."""
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file: the same real path (symlinks and .. resolved) or,
+    where both exist, the same inode (hard links)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Replace ``path`` with ``text``: a reader sees the old file or the new one, never half of one."""
+    replace_all({path: text})
+
+
+def results_text(results: dict) -> str:
+    return json.dumps(results, indent=1) + "\n"
+
+
+def keep_results(results: dict) -> str:
+    """Save results.json where the report could not be written: a new file in the system's
+    temporary folder, or in the current one if that fails. Returns its path."""
+    data = results_text(results).encode("utf-8")
+    for directory in (tempfile.gettempdir(), os.getcwd()):
+        path = None
+        try:
+            fd, path = tempfile.mkstemp(prefix="compare-results-", suffix=".json", dir=directory)
+            write_bytes(fd, data)
+            return path
+        except OSError as exc:
+            error = exc
+            if path:
+                remove([path])
+    raise error
+
+
+def clash_with(path: str, others: Dict[str, str]) -> Optional[str]:
+    """The first key of ``others`` whose path names the same file as ``path``, or None."""
+    return next((name for name, other in others.items() if same_file(path, other)), None)
+
+
+def output_paths(out_dir: str, guide_path: Optional[str] = None) -> Dict[str, str]:
+    """Where each output goes, keyed as render_all keys the texts."""
+    return {"results.json": os.path.join(out_dir, "results.json"), "REPORT.md": os.path.join(out_dir, "REPORT.md"),
+            "report.html": os.path.join(out_dir, "report.html"),
+            "guide": guide_path or os.path.join(out_dir, "migration-guide.md")}
 
 
 def render_all(results: dict, guide_path: str, out_dir: str) -> Dict[str, str]:
@@ -669,7 +906,7 @@ def render_all(results: dict, guide_path: str, out_dir: str) -> Dict[str, str]:
     text = render_markdown(results)
     link = os.path.relpath(os.path.join(out_dir, "REPORT.md"), os.path.dirname(os.path.abspath(guide_path)))
     return {
-        "results.json": json.dumps(results, indent=1) + "\n",
+        "results.json": results_text(results),
         "REPORT.md": text,
         "report.html": render_html(results, text),
         "guide": render_guide(results, link.replace(os.sep, "/")),
@@ -677,13 +914,12 @@ def render_all(results: dict, guide_path: str, out_dir: str) -> Dict[str, str]:
 
 
 def write_report(out_dir: str, results: dict, guide_path: Optional[str] = None) -> List[str]:
-    """results.json, REPORT.md, report.html and the migration guide, each replaced atomically,
-    all rendered before the first is written."""
-    guide_path = guide_path or os.path.join(out_dir, "migration-guide.md")
-    texts = render_all(results, guide_path, out_dir)
-    paths = []
-    for name, text in texts.items():
-        path = guide_path if name == "guide" else os.path.join(out_dir, name)
-        write_atomic(path, text)
-        paths.append(path)
-    return paths
+    """Replace results.json, REPORT.md, report.html and the migration guide as one set (see
+    replace_all), all rendered before the first is written. Returns their paths."""
+    paths = output_paths(out_dir, guide_path)
+    other = clash_with(paths["guide"], {k: v for k, v in paths.items() if k != "guide"})
+    if other:
+        raise ValueError(f"the guide {paths['guide']} is the same file as {paths[other]}")
+    texts = render_all(results, paths["guide"], out_dir)
+    replace_all({paths[name]: text for name, text in texts.items()})
+    return list(paths.values())

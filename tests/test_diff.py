@@ -298,7 +298,7 @@ def test_full_disk_on_stdout_is_a_one_line_error(tmp_path, command):
                              stdout=full, stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=60,
                              env=dict(os.environ, PYTHONPATH=ROOT))
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
-    assert "cannot write the output" in out.stderr and "Traceback" not in out.stderr
+    assert "cannot write to standard output" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_closed_pipe_on_stdout_is_quiet(tmp_path):

@@ -79,8 +79,9 @@ REFERENCE = "torch"
 
 
 def parse_engines(text: Optional[str]) -> List[str]:
-    """'a,b' -> ['a', 'b'], in registry order; raises ValueError naming the valid ids."""
-    if not text:
+    """'a,b' -> ['a', 'b'], in registry order; None -> all of them. Raises ValueError naming
+    the valid ids (also for a text that names none, such as '' or ' , ')."""
+    if text is None:
         return list(ENGINES)
     wanted = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [name for name in wanted if name not in ENGINES]
