@@ -656,7 +656,7 @@ def render_markdown(results: dict) -> str:
     parts += [
         "## Parity with PyTorch",
         "",
-        "The toy GAN (DESIGN.md section 3) is built in every engine from the same seeded numpy weights and "
+        "The toy GAN (the first article's architecture, `compare/model.py`) is built in every engine from the same seeded numpy weights and "
         "fed the same numpy data. Stages, as in TensorFlow's guide on validating numerical equivalence: "
         "structure (names, shapes, weight-port round trip), forward passes of G and D in training and "
         "inference mode (with the BN state they leave), the gradients of one D loss and one G loss, "

@@ -1,7 +1,10 @@
-"""One run of every engine in both dtypes, shared by the whole session.
+"""One run of each engine in both dtypes, shared by the whole session.
 
 Engines run in child processes exactly as ``python -m compare report`` runs them; an
 engine that is not installed makes its tests skip, with the install command as reason.
+Only the engines that the selected tests need are started: ``--engines torch,keras-jax``
+selects the tests of those engines (and the reference, torch, which every comparison
+needs); a test that speaks about every engine asks for all of the selected ones.
 """
 
 from __future__ import annotations
@@ -11,17 +14,63 @@ import os
 import pytest
 
 from compare import parity
-from compare.engines import ENGINES, REFERENCE
-from compare.runner import run_engines
+from compare.engines import ENGINES, REFERENCE, parse_engines
+from compare.runner import EngineRun, run_engines
 
 DTYPES = ("float32", "float64")
 KERAS_ENGINES = [e for e in ENGINES if e != REFERENCE]
 
 
+def pytest_addoption(parser):
+    parser.addoption("--engines", default=None,
+                     help=f"comma-separated engine ids whose tests run (default: all): {', '.join(ENGINES)}")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: starts `compare` command lines or extra engine processes")
+
+
+def selected_engines(config):
+    text = config.getoption("--engines")
+    try:
+        return parse_engines(text) if text is not None else list(ENGINES)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--engines: {exc}")
+
+
+def item_engine(item):
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("engine") if callspec else None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselect the tests of engines not asked for with --engines."""
+    wanted = selected_engines(config)
+    keep = [item for item in items if item_engine(item) in (None, *wanted)]
+    dropped = [item for item in items if item not in keep]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+def needed_engines(session):
+    """The engines the selected tests read from ``engine_runs``, in registry order."""
+    wanted, needed = selected_engines(session.config), set()
+    for item in session.items:
+        if "engine_runs" in getattr(item, "fixturenames", ()):
+            engine = item_engine(item)
+            needed |= {REFERENCE, engine} if engine else {REFERENCE, *wanted}
+    return [e for e in ENGINES if e in needed]
+
+
 @pytest.fixture(scope="session")
-def engine_runs(tmp_path_factory):
+def engine_runs(request, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("engines")
-    return run_engines(list(ENGINES), list(DTYPES), str(workdir))
+    runs = run_engines(needed_engines(request.session), list(DTYPES), str(workdir))
+    for engine in ENGINES:  # the engines no selected test needs are not started
+        for dtype in DTYPES:
+            runs.setdefault((engine, dtype), EngineRun(engine, dtype, "not-run", "not needed by the selected tests"))
+    return runs
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +82,8 @@ def require_run(engine_runs, engine: str, dtype: str):
     """The run, or a skip (not installed) or a failure (crashed, timed out) that says why."""
     for name in (REFERENCE, engine):
         run = engine_runs[(name, dtype)]
+        if run.status == "not-run":
+            pytest.skip(f"{name}: {run.reason}")
         if run.status == "unavailable":
             if os.environ.get("COMPARE_REQUIRE_ALL_ENGINES"):  # CI: a skipped engine is a defect
                 pytest.fail(f"{name}: {run.reason}")

@@ -23,6 +23,7 @@ from compare.engines import ENGINES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEALTHY, FAULTY = "torch", "keras-torch"
+pytestmark = pytest.mark.slow
 
 
 def needs(*engines):
@@ -54,6 +55,19 @@ def processes_with(token: str):
                 if f"COMPARE_TEST_TOKEN={token}".encode() in f.read().split(b"\0"):
                     found.append(int(pid))
         except OSError:  # gone, or not ours to read
+            pass
+    return found
+
+
+def engine_processes(token: str):
+    """The engine processes among them (``python -m compare.child``)."""
+    found = []
+    for pid in processes_with(token):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"compare.child" in f.read():
+                    found.append(pid)
+        except OSError:
             pass
     return found
 
@@ -125,10 +139,10 @@ def test_interrupted_run_keeps_previous_report_and_leaves_nothing_behind(tmp_pat
     env = environment(tmp_path, fault=f"{HEALTHY}=hang")
     proc = subprocess.Popen([sys.executable, "-m", "compare", "report", "--out", str(out), "--engines",
                              HEALTHY, "--dtype", "float32"], stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    for line in proc.stderr:  # the engine process exists once its first progress line is out
-        if "importing framework" in line:
-            break
-    assert processes_with(env["COMPARE_TEST_TOKEN"])
+    deadline = time.monotonic() + 60
+    while not engine_processes(env["COMPARE_TEST_TOKEN"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert engine_processes(env["COMPARE_TEST_TOKEN"]), "the engine process never started"
     proc.send_signal(sig)
     rest = proc.communicate(timeout=60)[1]
     if sig == signal.SIGKILL:

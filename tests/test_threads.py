@@ -13,6 +13,8 @@ from compare.program import SCENARIO_DTYPE
 from compare.runner import run_engines
 from tests.conftest import require_run
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def two_thread_observations(tmp_path_factory, engine_runs):

@@ -45,7 +45,7 @@ class Engine:
         raise NotImplementedError
 
     def iteration(self, gan: Any, batch: Arrays, step: bool = True) -> Tuple[Dict[str, float], Arrays]:
-        """The canonical GAN iteration (DESIGN.md section 5).
+        """The canonical GAN iteration: the PyTorch DCGAN example's order.
 
         Returns the losses and the gradients it computed: D's from the D loss, G's
         from the G loss. With ``step=False`` no optimizer steps, so the gradients are

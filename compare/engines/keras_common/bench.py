@@ -133,7 +133,7 @@ class KerasBench:
         float(np.asarray(out))  # a user's loss logging: waits for the step's result
 
     def custom_step(self, gan: Gan):
-        """A callable running one canonical iteration (DESIGN.md section 5), returning errG."""
+        """A callable running one canonical iteration (the DCGAN example's order), returning errG."""
         raise NotImplementedError
 
     def gpu_memory(self) -> Optional[tuple]:

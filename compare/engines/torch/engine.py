@@ -83,7 +83,7 @@ class Gan:
 
 
 def canonical_iteration(gan, real, z, y_real, y_fake, step: bool = True, keep_d_grads: bool = False):
-    """The DCGAN example's iteration (DESIGN.md section 5), for any G, D, loss and optimizers
+    """The DCGAN example's iteration, for any G, D, loss and optimizers
     on ``gan`` (the bench runs it on the DCGAN-64 pair too). With ``step=False`` no optimizer
     steps. Returns the three losses and, if asked, a copy of D's gradients from before the G
     step (its backward adds into them)."""
