@@ -280,7 +280,7 @@ def rounding_notes(results: dict) -> List[str]:
         "arithmetic. What a machine computes is rounding noise, exactly 0.0 or not depending on the order of "
         "summation (the CPU, the thread count). The recorder gives these biases a kind of their own, so that an "
         "observation reads the same on every machine: a gradient slot reads `rounding` where the bias's "
-        f"gradient is at most {fmt(ROUNDING_BOUND)} (2^-20) times the largest gradient of its network ({measured}; "
+        f"gradient is at most {fmt(ROUNDING_BOUND)} (2^-16) times the largest gradient of its network ({measured}; "
         "above the bound it reads `nonzero`), and a step that moved the layer's kernel lists the bias under "
         "`rounding` whether or not it moved itself (Adam turns nonzero noise into a step of about lr and leaves "
         "an exact 0.0 in place). A bias that moves while its kernel does not is listed as moved, and every "
