@@ -18,7 +18,9 @@ import platform
 import secrets
 import shutil
 import signal
+import re
 import tempfile
+import textwrap
 import threading
 from typing import Dict, List, Optional
 
@@ -313,18 +315,6 @@ def tolerance_notes(results: dict) -> List[str]:
     return out
 
 
-def claims_matrix(results: dict, engines: List[str]) -> str:
-    """Every claim of every scenario against every engine: did what the source says hold?"""
-    from compare.scenarios import catalog
-
-    rows = []
-    for scenario in catalog().values():
-        for claim in scenario.claims:
-            rows.append([f"{scenario.id}: {claim.id}", claim.source]
-                        + [claim_verdicts(results, scenario, e, claim.id) for e in engines])
-    return tabulate(rows, ["claim", "source"] + engines, tablefmt="github")
-
-
 def rules_section(results: dict) -> List[str]:
     out = []
     for rule, text in results["rules"].items():
@@ -358,7 +348,7 @@ def facts_section(results: dict) -> str:
 def pitfalls_section(results: dict) -> str:
     rows = []
     for name, (config, description) in PITFALLS.items():
-        line = [name, description]
+        line = [f'<a id="pitfall-{name}"></a>{name}', description]
         for dtype in results["dtypes"]:
             cells = []
             for p in results["pitfalls"]:
@@ -378,15 +368,23 @@ def moved_cell(record: dict) -> str:
         return "n/a"
     if status in ("unavailable", "failed"):
         return status
-    changed = record["changed"]
+    return moved_text(record["changed"], record.get("error") if status == "raised" else None)
+
+
+def moved_text(changed: dict, error: Optional[dict] = None) -> str:
+    """'G+D', 'G (D state)', 'none', with ', raised TYPE' where the call raised."""
     params = [net for net in ("G", "D") if changed[net]["params"]]
     state = [net for net in ("G", "D") if changed[net]["state"] and not changed[net]["params"]]
     text = "+".join(params) if params else "none"
     if state:
         text += f" ({'+'.join(state)} state)"
-    if status == "raised":
-        text += f", raised {record['error']['type']}"
+    if error:
+        text += f", raised {error['type']}"
     return text
+
+
+def step_cell(step: dict) -> str:
+    return moved_text(step["changed"], step.get("error"))
 
 
 def changed_names(changed: dict, tensors: Optional[dict]) -> str:
@@ -412,24 +410,6 @@ def summarise_value(value) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
-
-
-def scenario_matrix(results: dict, engines: List[str]) -> str:
-    from compare.scenarios import catalog
-
-    rows = []
-    for scenario in catalog().values():
-        for variant in scenario.variants:
-            line = [scenario.id + (f" [{variant}]" if variant else "")]
-            for engine in engines:
-                cells = []
-                for init in scenario.inits:
-                    record = find_record(results, scenario.id, engine, init, variant)
-                    cells.append(moved_cell(record) if record else "missing")
-                line.append(cells[0] if len(set(cells)) == 1 else
-                            "; ".join(f"{init}: {c}" for init, c in zip(scenario.inits, cells)))
-            rows.append(line)
-    return tabulate(rows, ["scenario"] + engines, tablefmt="github")
 
 
 def find_record(results: dict, scenario: str, engine: str, init: str, variant: str):
@@ -460,55 +440,201 @@ def claim_verdicts(results: dict, scenario, engine: str, claim_id: str) -> str:
     return majority if not others else f"{majority}, except {'; '.join(others)}"
 
 
-def scenario_sections(results: dict, engines: List[str]) -> List[str]:
-    from compare.observations import semantics
-    from compare.scenarios import SOURCES, catalog
+RAN = ("ok", "raised")  # statuses of a record whose steps were observed
+MAIN = "REPORT.md"  # the main page, as Links names it
+
+
+def anchor(*parts: str) -> str:
+    """An id valid in HTML and Markdown: the parts joined by '-', other characters as '_'."""
+    return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", p) for p in parts if p)
+
+
+def step_anchor(record: dict, index: int) -> str:
+    return anchor(record["scenario"], record["engine"], record["init"], record["variant"], f"step{index + 1}")
+
+
+def claim_anchor(scenario_id: str, claim_id: str) -> str:
+    return anchor("claim", scenario_id, claim_id)
+
+
+def detail_anchor(scenario_id: str) -> str:
+    return anchor("detail", scenario_id)
+
+
+def page_name(scenario_id: str) -> str:
+    """A scenario's page, relative to the report's folder."""
+    return f"scenarios/{scenario_id}.md"
+
+
+class Links:
+    """Link targets: in Markdown, REPORT.md and one page per scenario (``here`` is the page
+    being written); in HTML, anchors of the one page."""
+
+    def __init__(self, html: bool = False, here: str = MAIN):
+        self.html, self.here = html, here
+
+    def to(self, page: str, target: str) -> str:
+        if self.html or page == self.here:
+            return "#" + target
+        if page == MAIN:
+            return "../REPORT.md#" + target
+        return (page_name(page) if self.here == MAIN else f"{page}.md") + "#" + target
+
+    def scenario(self, scenario_id: str) -> str:
+        return self.to(scenario_id, detail_anchor(scenario_id))
+
+    def step(self, record: dict, index: int) -> str:
+        return self.to(record["scenario"], step_anchor(record, index))
+
+    def main(self, target: str) -> str:
+        return self.to(MAIN, target)
+
+
+def ran(record: Optional[dict]) -> bool:
+    return record is not None and record["status"] in RAN
+
+
+def step_rows(results: dict, scenario, variant: str, engines: List[str], init: str) -> List[tuple]:
+    """(label, step index or None, {engine: cell}) for one initialisation: a row per step where
+    every engine that ran made as many calls, else one row for the whole scenario."""
+    records = {e: find_record(results, scenario.id, e, init, variant) for e in engines}
+    observed = {e: r for e, r in records.items() if ran(r)}
+    counts = {len(r["steps"]) for r in observed.values()}
+    if len(counts) != 1 or counts == {0}:
+        return [("overall", None, {e: moved_cell(r) if r else "missing" for e, r in records.items()})]
+    return [(f"step {i + 1}", i, {e: step_cell(r["steps"][i]) if e in observed else
+                                  (moved_cell(r) if r else "missing") for e, r in records.items()})
+            for i in range(counts.pop())]
+
+
+def differing_steps(results: dict, scenario, variant: str, engines: List[str]) -> List[tuple]:
+    """The step rows (first initialisation) where the engines that ran do not all agree."""
+    init = scenario.inits[0]
+    observed = [e for e in engines if ran(find_record(results, scenario.id, e, init, variant))]
+    return [row for row in step_rows(results, scenario, variant, engines, init)
+            if len({row[2][e] for e in observed}) > 1]
+
+
+def majority(values: List[str]) -> str:
+    return max(values, key=values.count)  # ties go to the first: the same every run
+
+
+def scenario_matrix(results: dict, engines: List[str], links: Links) -> str:
+    """Each scenario's outcome per engine; where engines with the same outcome differ at a
+    step, the first such step is named in every cell."""
+    from compare.scenarios import catalog
+
+    rows = []
+    for scenario in catalog().values():
+        for variant in scenario.variants:
+            cells = {}
+            for engine in engines:
+                per_init = [find_record(results, scenario.id, engine, init, variant) for init in scenario.inits]
+                texts = [moved_cell(r) if r else "missing" for r in per_init]
+                cells[engine] = texts[0] if len(set(texts)) == 1 else "; ".join(
+                    f"{init}: {c}" for init, c in zip(scenario.inits, texts))
+            for label, index, step in differing_steps(results, scenario, variant, engines):
+                hidden = any(cells[a] == cells[b] and step[a] != step[b] for a in engines for b in engines)
+                if index is not None and hidden:
+                    first = scenario.inits[0]
+                    for engine in engines:
+                        if ran(find_record(results, scenario.id, engine, first, variant)):
+                            cells[engine] += f"; {label}: {step[engine]}"
+                    break
+            name = scenario.id + (f" [{variant}]" if variant else "")
+            rows.append([f"[{name}]({links.scenario(scenario.id)})"] + [cells[e] for e in engines])
+    return tabulate(rows, ["scenario"] + engines, tablefmt="github")
+
+
+def claims_matrix(results: dict, engines: List[str], links: Links) -> str:
+    """Every claim of every scenario against every engine: did what the source says hold?"""
+    from compare.scenarios import catalog
+
+    rows = []
+    for scenario in catalog().values():
+        for claim in scenario.claims:
+            rows.append([f'<a id="{claim_anchor(scenario.id, claim.id)}"></a>[{scenario.id}]'
+                         f"({links.scenario(scenario.id)}): {claim.id}", claim.source]
+                        + [claim_verdicts(results, scenario, e, claim.id) for e in engines])
+    return tabulate(rows, ["claim", "source"] + engines, tablefmt="github")
+
+
+def scenario_index(results: dict, links: Links) -> List[str]:
+    """One heading per scenario (the guide links to these), its question and its page."""
+    from compare.scenarios import catalog
 
     out = []
     for scenario in catalog().values():
-        out += [f"### {scenario.id}", "", scenario.question, "",
-                "Sources: " + "; ".join(SOURCES.get(s, s) for s in scenario.sources), ""]
-        if scenario.claims:
-            rows = [[c.text, c.source] + [claim_verdicts(results, scenario, e, c.id) for e in engines]
-                    for c in scenario.claims]
-            out += [tabulate(rows, ["claim", "source"] + engines, tablefmt="github"), ""]
-        rows = []
-        for engine in engines:
-            for record in results["results"]:
-                if record["scenario"] != scenario.id or record["engine"] != engine:
-                    continue
-                if record["status"] in ("not-applicable", "unavailable", "failed"):
-                    if record["init"] == scenario.inits[0] and record["variant"] == scenario.variants[0]:
-                        rows.append([engine, "", "", record["status"], record.get("reason") or
-                                     (record.get("error") or {}).get("message", "")])
-                    continue
-                label = record["init"] + (f" [{record['variant']}]" if record["variant"] else "")
-                first = find_record(results, scenario.id, engine, scenario.inits[0], record["variant"])
-                if record is not first and first is not None and semantics(first) == semantics(record):
-                    continue  # the other initialisation did the same: its steps would repeat these
-                for step in record["steps"]:
-                    changed = step["changed"]
-                    moved = changed_names(changed, record.get("tensors"))
-                    error = step.get("error")
-                    rows.append([engine, label, step["label"], moved or "nothing",
-                                 f"{error['type']}: {error['message'][:160]}" if error else ""])
-        out += ["Steps (from the constant initialisation; from the random one only where it differs):", "",
-                tabulate(rows, ["engine", "init", "step", "tensors that changed", "exception"],
-                         tablefmt="github"), ""]
-        values = []
-        for engine in engines:
-            for record in results["results"]:
-                if record["scenario"] == scenario.id and record["engine"] == engine and record["values"]:
-                    label = record["init"] + (f" [{record['variant']}]" if record["variant"] else "")
-                    values.append([engine, label, "; ".join(f"{k} = {summarise_value(v)}"
-                                                            for k, v in record["values"].items())])
-        if values:
-            out += [tabulate(values, ["engine", "init", "recorded values"], tablefmt="github"), ""]
-        code = [f"<details><summary>{engine}</summary>\n\n```python\n{scenario.source_code(engine)}```\n\n</details>"
-                for engine in engines if scenario.source_code(engine)]
-        if code:
-            out += ["The code that ran:", ""] + code + [""]
+        out += [f'### <a id="{scenario.id}"></a>{scenario.id}', "",
+                f"{scenario.question} [Claims, steps and the code that ran]({links.scenario(scenario.id)}).", ""]
     return out
+
+
+def scenario_page(results: dict, scenario, engines: List[str], links: Links, level: int = 1) -> str:
+    """One scenario in full: sources, claims, every step of every engine, the code that ran."""
+    from compare.observations import semantics
+    from compare.scenarios import SOURCES
+
+    out = [f'{"#" * level} <a id="{detail_anchor(scenario.id)}"></a>{scenario.id}', "",
+           f"{scenario.question} ([Summary]({links.main(scenario.id)}))", "",
+           "Sources: " + "; ".join(SOURCES.get(s, s) for s in scenario.sources), ""]
+    if scenario.claims:
+        rows = [[f"[{c.text}]({links.main(claim_anchor(scenario.id, c.id))})", c.source]
+                + [claim_verdicts(results, scenario, e, c.id) for e in engines] for c in scenario.claims]
+        out += [tabulate(rows, ["claim", "source"] + engines, tablefmt="github"), ""]
+    rows = []
+    for engine in engines:
+        for record in results["results"]:
+            if record["scenario"] != scenario.id or record["engine"] != engine:
+                continue
+            if not ran(record):
+                if record["init"] == scenario.inits[0] and record["variant"] == scenario.variants[0]:
+                    rows.append([engine, "", "", record["status"], record.get("reason") or
+                                 (record.get("error") or {}).get("message", "")])
+                continue
+            label = record["init"] + (f" [{record['variant']}]" if record["variant"] else "")
+            first = find_record(results, scenario.id, engine, scenario.inits[0], record["variant"])
+            if record is not first and first is not None and semantics(first) == semantics(record):
+                continue  # the other initialisation did the same: its steps would repeat these
+            for i, step in enumerate(record["steps"]):
+                moved = changed_names(step["changed"], record.get("tensors"))
+                error = step.get("error")
+                rows.append([f'<a id="{step_anchor(record, i)}"></a>{engine}', label, f"{i + 1}. {step['label']}",
+                             moved or "nothing", f"{error['type']}: {error['message'][:160]}" if error else ""])
+    out += ["Steps (from the constant initialisation; from the random one only where it differs):", "",
+            tabulate(rows, ["engine", "init", "step", "tensors that changed", "exception"], tablefmt="github"), ""]
+    values = []
+    for engine in engines:
+        for record in results["results"]:
+            if record["scenario"] == scenario.id and record["engine"] == engine and record.get("values"):
+                label = record["init"] + (f" [{record['variant']}]" if record["variant"] else "")
+                values.append([engine, label, "; ".join(f"{k} = {summarise_value(v)}"
+                                                        for k, v in record["values"].items())])
+    if values:
+        out += [tabulate(values, ["engine", "init", "recorded values"], tablefmt="github"), ""]
+    code = [f"<details><summary>{engine}</summary>\n\n```python\n{scenario.source_code(engine)}```\n\n</details>"
+            for engine in engines if scenario.source_code(engine)]
+    if code:
+        out += ["The code that ran:", ""] + code + [""]
+    return wrap_prose("\n".join(out))
+
+
+def wrap_prose(text: str, width: int = 100) -> str:
+    """Fold long paragraphs and list items (never tables, headings, HTML or code) and unpad
+    tables, so that the Markdown reads in an editor; the rendered page is the same."""
+    out, fenced = [], False
+    for line in text.split("\n"):
+        if line.startswith("```"):
+            fenced = not fenced
+        if not fenced and line.startswith("|"):  # tables unpadded: the padding made up half the page
+            line = re.sub(r"-{3,}", "---", line) if re.fullmatch(r"\|[-|: ]+\|", line) else re.sub(r" {2,}", " ", line)
+        if fenced or len(line) <= width or line.startswith(("|", "#", "<", "```", "    ")):
+            out.append(line)
+            continue
+        indent = "  " if line.startswith("- ") else ""
+        out.append(textwrap.fill(line, width, subsequent_indent=indent, break_long_words=False,
+                                 break_on_hyphens=False))
+    return "\n".join(out)
 
 
 def performance_section(performance: dict) -> List[str]:
@@ -612,27 +738,29 @@ def floor_account(floor: dict) -> List[str]:
     return lines
 
 
-def render_markdown(results: dict) -> str:
+def report_parts(results: dict, links: Links) -> Dict[str, str]:
+    """The main page in three parts: the title and run, the answers, the rest."""
+    from compare.answers import answers_section
+
     env = results["environment"]
     parity = results["configs"][PARITY.name]
     incomplete = [f"{e} ({d})" for e, i in results["engines"].items() for d, r in i["runs"].items()
                   if r["status"] in ("failed", "timeout")]
     failing = sorted({f"{r['engine']} {r['dtype']} {r['stage']}" for r in results["parity"]
                       if r["config"] == PARITY.name and not r["holds"]})
-    parts = [
+    engines = list(results["engines"])
+    head = [
         "# compare: PyTorch and Keras, one toy GAN, the same steps",
         "",
-        f"Generated {results['generated']} by compare {env['compare']} on {env['platform']}, Python {env['python']}. "
-        "Every number below comes from this run (the performance section from the `compare bench` run it "
-        "names). Contents: scenarios (a summary matrix, the claims, then each "
-        "scenario with the code that ran), parity with PyTorch, the rules that explain a difference, measured "
-        "framework facts, parity pitfalls, " + ("performance, " if results.get("performance") else "")
-        + "engines and environment.",
+        f"Generated {results['generated']} by compare {env['compare']} on {env['platform']}, Python {env['python']}, "
+        f"engines {', '.join(engines)}. Every sentence below is computed from this run (the performance section "
+        "from the `compare bench` run it names); each engine named in an answer links to the step that shows it.",
         "",
     ]
     if incomplete:
-        parts += [f"**Incomplete run**: {', '.join(incomplete)} produced no result.", ""]
-    engines = list(results["engines"])
+        head += [f"**Incomplete run**: {', '.join(incomplete)} produced no result.", ""]
+    answers = ["## Answers", ""] + answers_section(results, links)
+    parts = []
     if results["results"]:
         parts += [
             "## Scenarios",
@@ -640,26 +768,34 @@ def render_markdown(results: dict) -> str:
             "Each cell: whose parameters changed (bit for bit) over the whole scenario, whose state alone "
             "changed in brackets, and the exception where the idiom raised. Scenarios run in float32 from "
             "the article's constant initialisation and from seeded random weights; a cell shows both where "
-            "they differ.",
+            "they differ. Where engines with the same outcome differ at one step, the cell names that step "
+            "(from the constant initialisation). Each scenario's page has its claims, every step and the code "
+            "that ran.",
             "",
-            scenario_matrix(results, engines),
+            scenario_matrix(results, engines, links),
+            "",
+        ]
+        parts += rounding_notes(results)
+        parts += [
+            "## Claims",
             "",
             "Claims from the sources, and whether each held on each engine (n/a: the claim does not speak "
             "about that engine, or the engine did not run it; where the verdict differs between "
             "initialisations or variants, each is named):",
             "",
-            claims_matrix(results, engines),
+            claims_matrix(results, engines, links),
+            "",
+            "## Scenario index",
             "",
         ]
-        parts += rounding_notes(results)
-        parts += scenario_sections(results, engines)
+        parts += scenario_index(results, links)
     parts += [
         "## Parity with PyTorch",
         "",
-        "The toy GAN (the first article's architecture, `compare/model.py`) is built in every engine from the same seeded numpy weights and "
-        "fed the same numpy data. Stages, as in TensorFlow's guide on validating numerical equivalence: "
-        "structure (names, shapes, weight-port round trip), forward passes of G and D in training and "
-        "inference mode (with the BN state they leave), the gradients of one D loss and one G loss, "
+        "The toy GAN (the first article's architecture, `compare/model.py`) is built in every engine from the same "
+        "seeded numpy weights and fed the same numpy data. Stages, as in TensorFlow's guide on validating "
+        "numerical equivalence: structure (names, shapes, weight-port round trip), forward passes of G and D in "
+        "training and inference mode (with the BN state they leave), the gradients of one D loss and one G loss, "
         "one canonical iteration and ten. Each stage compares losses, outputs, gradients, every parameter "
         "and every state tensor against PyTorch.",
         "",
@@ -673,11 +809,7 @@ def render_markdown(results: dict) -> str:
         "",
     ]
     parts += tolerance_notes(results)
-    parts += [
-        "",
-        "## Rules that explain a difference",
-        "",
-    ]
+    parts += ["", "## Rules that explain a difference", ""]
     parts += rules_section(results) or ["No rule was needed."]
     parts += [
         "",
@@ -689,10 +821,10 @@ def render_markdown(results: dict) -> str:
         "",
         facts_section(results),
         "",
-        "## Parity pitfalls: each default restored, one at a time",
+        "## Parity pitfalls",
         "",
-        f"Largest difference from {REFERENCE} after the named rules, over every stage; * marks an effect "
-        "above the tolerance.",
+        f"Each default restored, one at a time: the largest difference from {REFERENCE} after the named rules, "
+        "over every stage; * marks an effect above the tolerance.",
         "",
         pitfalls_section(results),
         "",
@@ -710,7 +842,23 @@ def render_markdown(results: dict) -> str:
                  tablefmt="github"),
         "",
     ]
-    return "\n".join(parts)
+    return {"head": wrap_prose("\n".join(head)), "answers": wrap_prose("\n".join(answers)),
+            "rest": wrap_prose("\n".join(parts))}
+
+
+def render_markdown(results: dict, links: Optional[Links] = None) -> str:
+    """REPORT.md: the answers first, then short tables; each scenario in full is on its page."""
+    parts = report_parts(results, links or Links())
+    return "\n".join([parts["head"], parts["answers"], parts["rest"]])
+
+
+def scenario_pages(results: dict, html: bool = False) -> Dict[str, str]:
+    """Each scenario's page (Markdown), keyed by scenario id."""
+    from compare.scenarios import catalog
+
+    engines = list(results["engines"])
+    return {sid: scenario_page(results, scenario, engines, Links(html, here=sid), level=3 if html else 1)
+            for sid, scenario in catalog().items()} if results["results"] else {}
 
 
 # held back while the files are swapped
@@ -899,27 +1047,35 @@ def output_paths(out_dir: str, guide_path: Optional[str] = None) -> Dict[str, st
 
 
 def render_all(results: dict, guide_path: str, out_dir: str) -> Dict[str, str]:
-    """Every output file's text, keyed by the file name (the guide by its path)."""
+    """Every output file's text, keyed by its name under ``out_dir`` (the guide by "guide")."""
     from compare.guide import render_guide
     from compare.html import render_html
 
-    text = render_markdown(results)
     link = os.path.relpath(os.path.join(out_dir, "REPORT.md"), os.path.dirname(os.path.abspath(guide_path)))
-    return {
+    texts = {
         "results.json": results_text(results),
-        "REPORT.md": text,
-        "report.html": render_html(results, text),
+        "REPORT.md": render_markdown(results),
+        "report.html": render_html(results, report_parts(results, Links(html=True)), scenario_pages(results, html=True)),
         "guide": render_guide(results, link.replace(os.sep, "/")),
     }
+    texts.update({page_name(sid): text for sid, text in scenario_pages(results).items()})
+    return texts
 
 
 def write_report(out_dir: str, results: dict, guide_path: Optional[str] = None) -> List[str]:
-    """Replace results.json, REPORT.md, report.html and the migration guide as one set (see
-    replace_all), all rendered before the first is written. Returns their paths."""
+    """Replace results.json, REPORT.md, report.html, the scenario pages and the migration
+    guide as one set (see replace_all), all rendered before the first is written. Returns
+    their paths."""
     paths = output_paths(out_dir, guide_path)
     other = clash_with(paths["guide"], {k: v for k, v in paths.items() if k != "guide"})
     if other:
         raise ValueError(f"the guide {paths['guide']} is the same file as {paths[other]}")
     texts = render_all(results, paths["guide"], out_dir)
+    pages = [name for name in texts if name not in paths]  # the scenario pages, in a folder of out_dir
+    for name in pages:
+        paths[name] = os.path.join(out_dir, *name.split("/"))
+    if pages and os.path.isdir(out_dir):  # a removed out_dir stays removed: replace_all then says so
+        for folder in sorted({os.path.dirname(paths[name]) for name in pages}):
+            os.makedirs(folder, exist_ok=True)
     replace_all({paths[name]: text for name, text in texts.items()})
-    return list(paths.values())
+    return [paths[name] for name in texts]

@@ -36,7 +36,9 @@ def texts(results, tmp_path_factory):
 
 @pytest.fixture
 def new_set(texts):
-    return {name: texts["guide" if name == "migration-guide.md" else name].encode("utf-8") for name in NAMES}
+    """The files write_report makes: the four, and the scenario pages under scenarios/."""
+    return {name: texts["guide" if name == "migration-guide.md" else name].encode("utf-8")
+            for name in NAMES + tuple(n for n in texts if n.startswith("scenarios/"))}
 
 
 @pytest.fixture
@@ -52,8 +54,8 @@ OLD_SET = {name: f"old {name}\n".encode() for name in NAMES}
 
 
 def contents(folder) -> dict:
-    """Every entry of the folder, hidden ones too, by name."""
-    return {p.name: p.read_bytes() for p in folder.iterdir()}
+    """Every file under the folder, hidden ones too, by path relative to it."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 def fail_rename(monkeypatch, number: int, error: BaseException) -> None:
@@ -72,7 +74,7 @@ def fail_rename(monkeypatch, number: int, error: BaseException) -> None:
 
 def test_write_report_replaces_the_whole_set(out, results, new_set):
     paths = report.write_report(str(out), results)
-    assert sorted(os.path.basename(p) for p in paths) == sorted(NAMES)
+    assert sorted(os.path.relpath(p, out).replace(os.sep, "/") for p in paths) == sorted(new_set)
     assert contents(out) == new_set
 
 
