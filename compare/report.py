@@ -841,6 +841,11 @@ def report_parts(results: dict, links: Links) -> Dict[str, str]:
         tabulate([[k, v or "not installed"] for k, v in env["packages"].items()], ["package", "version"],
                  tablefmt="github"),
         "",
+        f"CPU: {env.get('cpu', 'not recorded')}, {env.get('cpu_count')} cores. "
+        + ("Variables of the caller's environment that the runner did not pass to the engines (it sets "
+           f"its own): {', '.join(env['removed_variables'])}." if env.get("removed_variables") else
+           "The caller's environment set no variable that the runner controls."),
+        "",
     ]
     return {"head": wrap_prose("\n".join(head)), "answers": wrap_prose("\n".join(answers)),
             "rest": wrap_prose("\n".join(parts))}
