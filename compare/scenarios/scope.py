@@ -317,7 +317,7 @@ def zero_grad_then_step_tape(ctx):
         warnings.simplefilter("always")
         optimizer_D.apply_gradients(zip(grads, D.trainable_weights))
         ctx.step("step after clearing")
-    ctx.record("warnings", " | ".join(str(w.message) for w in caught))
+    ctx.record("warnings", " | ".join(str(w.message) for w in caught if w.category is UserWarning))
 
 
 @zero_grad_then_step.implement("keras-jax")
@@ -361,7 +361,7 @@ def zero_grad_then_step_jax(ctx):
         warnings.simplefilter("always")
         optimizer_D.apply(grads, D.trainable_variables)
         ctx.step("step after clearing")
-    ctx.record("warnings", " | ".join(str(w.message) for w in caught))
+    ctx.record("warnings", " | ".join(str(w.message) for w in caught if w.category is UserWarning))
 
 
 @zero_grad_then_step.implement("keras-torch")
@@ -398,7 +398,7 @@ def zero_grad_then_step_keras_torch(ctx):
         with torch.no_grad():
             optimizer_D.apply([v.value.grad for v in D.trainable_weights], D.trainable_weights)
         ctx.step("step after clearing")
-    ctx.record("warnings", " | ".join(str(w.message) for w in caught))
+    ctx.record("warnings", " | ".join(str(w.message) for w in caught if w.category is UserWarning))
 
 
 # --- scope.requires_grad_off -------------------------------------------------------------
