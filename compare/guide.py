@@ -13,7 +13,6 @@ import dataclasses
 import html
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from tabulate import tabulate
 
 from compare.report import claim_verdicts, find_record, moved_cell
 
