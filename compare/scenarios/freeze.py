@@ -74,8 +74,11 @@ classic_recipe = register(Scenario(
     question="The tutorial recipe: compile D; D.trainable = False; build and compile the combined model; "
              "then combined.train_on_batch(z, 'real') and D.train_on_batch(real, 'real'), D never unfrozen. "
              "Which model's tensors change in each call? (torch: D.requires_grad_(False) once, an Adam over "
-             "D's parameters and one over the combined model's parameters that still require grad.)",
+             "D's parameters and one over the combined model's parameters that still require grad.) Variant "
+             "'frozen-before-d-trains': D is frozen before it was ever trained, as the tutorial does; "
+             "'frozen-after-d-trains': one D.train_on_batch(real, 'real') comes first, with D trainable.",
     sources=["keras-gan-lindernoren", "keras-2-compile-note", "keras-3-compile", "keras-docs-trainable"],
+    variants=("frozen-before-d-trains", "frozen-after-d-trains"),
     claims=[
         Claim("combined-trains-g-only", "For the combined model only the generator is trained: the combined "
               "call moves G and leaves D's parameters.", "keras-gan-lindernoren",
@@ -100,6 +103,9 @@ def classic_recipe_keras(ctx):
 
     keras, G, D = ctx.keras, ctx.G, ctx.D
     D.compile(optimizer=keras.optimizers.Adam(), loss=ctx.loss)
+    if ctx.variant == "frozen-after-d-trains":
+        D.train_on_batch(ctx.real, ctx.y_real)
+        ctx.step("D.train_on_batch (before freezing)")
     D.trainable = False  # for the combined model only G is trained
     combined = keras.Sequential([G, D])
     combined.compile(optimizer=keras.optimizers.Adam(), loss=ctx.loss)
@@ -119,6 +125,11 @@ def classic_recipe_torch(ctx):
 
     G, D, loss_func = ctx.G, ctx.D, ctx.loss
     optimizer_D = torch.optim.Adam(D.parameters())
+    if ctx.variant == "frozen-after-d-trains":
+        optimizer_D.zero_grad()
+        loss_func(D(ctx.real), ctx.y_real).backward()
+        optimizer_D.step()
+        ctx.step("D step (before freezing)")
     D.requires_grad_(False)  # for the combined model only G is trained
     combined = torch.nn.Sequential(G, D)
     optimizer = torch.optim.Adam([p for p in combined.parameters() if p.requires_grad])
@@ -393,8 +404,11 @@ shared_optimizer = register(Scenario(
              "('fake'); D.trainable = False; combined.train_on_batch(z, 'real'). The flags are toggled as in "
              "freeze.toggle_every_call so that only the sharing differs. Does each call train its model, or "
              "does the shared optimizer refuse one of them? (torch: one Adam over G's and D's parameters, "
-             "requires_grad_ toggled the same way.)",
+             "requires_grad_ toggled the same way.) Variant 'd-first': D's calls come first in each iteration, "
+             "as in keras-gan; 'g-first': the combined call comes first, so G's variables reach the shared "
+             "optimizer first.",
     sources=["keras-gan-lindernoren", "keras-dcgan-jacobgil"],
+    variants=("d-first", "g-first"),
     claims=[
         Claim("one-optimizer-serves-both", "One optimizer instance can be passed to every compile(): D's calls "
               "train D and the combined calls train G only.", "keras-gan-lindernoren",
@@ -415,7 +429,8 @@ def shared_optimizer_keras(ctx):
     D.trainable = False
     combined = keras.Sequential([G, D])
     combined.compile(optimizer=optimizer, loss=ctx.loss)
-    for i in (1, 2):
+
+    def train_d(i):
         D.trainable = True
         fake = G.predict(ctx.z, verbose=0)
         ctx.step(f"iteration {i}: G.predict")
@@ -425,10 +440,16 @@ def shared_optimizer_keras(ctx):
                 D.train_on_batch(x, y)
                 ctx.step(label)
         D.trainable = False
+
+    def train_g(i):
         label = f"iteration {i}: combined.train_on_batch"
         with ctx.attempt(label):
             combined.train_on_batch(ctx.z, ctx.y_real)
             ctx.step(label)
+
+    for i in (1, 2):
+        for train in ((train_d, train_g) if ctx.variant == "d-first" else (train_g, train_d)):
+            train(i)
 
 
 @shared_optimizer.implement("torch")
@@ -438,7 +459,8 @@ def shared_optimizer_torch(ctx):
     G, D, loss_func = ctx.G, ctx.D, ctx.loss
     combined = torch.nn.Sequential(G, D)
     optimizer = torch.optim.Adam(combined.parameters())
-    for i in (1, 2):
+
+    def train_d(i):
         D.requires_grad_(True)
         fake = G(ctx.z).detach()  # G in train mode, as the DCGAN example
         ctx.step(f"iteration {i}: G(z).detach()")
@@ -448,10 +470,17 @@ def shared_optimizer_torch(ctx):
             optimizer.step()
             ctx.step(f"iteration {i}: D step ({what})")
         D.requires_grad_(False)
+
+    def train_g(i):
         optimizer.zero_grad()  # and D's .grad is None here
         loss_func(combined(ctx.z), ctx.y_real).backward()
         optimizer.step()
         ctx.step(f"iteration {i}: combined step")
+
+    D.requires_grad_(False)  # D starts frozen, as in the Keras recipe
+    for i in (1, 2):
+        for train in ((train_d, train_g) if ctx.variant == "d-first" else (train_g, train_d)):
+            train(i)
 
 
 # --- freeze.frozen_bn_mode ----------------------------------------------------------------

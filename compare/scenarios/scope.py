@@ -214,25 +214,40 @@ def d_after_clearing(o):
     return None if "error" in step else step["changed"]["D"]["params"]
 
 
+# "one_none": only D's last variable (conv2's bias) loses its gradient, the others keep theirs
 ZERO_GRAD_VARIANTS = tuple(
     f"{opt},{clear},{when}" for opt in ("adam", "adamw") for clear in ("set_to_none", "zeros")
     for when in ("first", "after")
-)
+) + ("adam,one_none,first", "adam,one_none,after")
+CLEARED_VARIANTS = tuple(v for v in ZERO_GRAD_VARIANTS if "one_none" not in v)
+NONE_VARIANTS = tuple(v for v in ZERO_GRAD_VARIANTS if "none" in v)
+LAST_D = "D.conv2.bias"
+
+
+def none_skipped(o):
+    """The variables whose gradient was None did not move, and (where some kept a real
+    gradient) every other one of D's parameters did."""
+    moved = d_after_clearing(o)
+    if moved is None:
+        return False
+    if "one_none" not in o.record["variant"]:
+        return moved == []
+    return LAST_D not in moved and set(moved) == set(o.record["tensors"]["D"]["params"]) - {LAST_D}
 
 zero_grad_then_step = register(Scenario(
     id="scope.zero_grad_then_step",
     question="After the G-loss backward, D's gradients are cleared (set to None, or to zeros) and D's "
              "optimizer steps: on its first step, and after an earlier real step; with Adam, and with "
-             "AdamW (weight decay 0.01). Does D move?",
+             "AdamW (weight decay 0.01); or only D's last variable loses its gradient ('one_none'). "
+             "Does D move?",
     sources=["article-1", "torch-docs-zero-grad"],
     variants=ZERO_GRAD_VARIANTS,
     claims=[
         Claim("cleared-means-no-update", "With D's gradients cleared before optimizer_D.step(), D is not "
               "updated (the article's model_D.zero_grad() then param_D.step()).", "article-1",
-              lambda o: d_after_clearing(o) == []),
+              lambda o: d_after_clearing(o) == [], variants=CLEARED_VARIANTS),
         Claim("none-is-skipped", "A parameter whose gradient is None is skipped by the optimizer step.",
-              "torch-docs-zero-grad", lambda o: d_after_clearing(o) == [],
-              variants=[v for v in ZERO_GRAD_VARIANTS if "set_to_none" in v]),
+              "torch-docs-zero-grad", none_skipped, variants=NONE_VARIANTS),
         Claim("zero-is-a-step", "A zero gradient is a step like any other: Adam's moments from an earlier "
               "step, and AdamW's weight decay, still move the parameters.", "torch-docs-zero-grad",
               lambda o: bool(d_after_clearing(o)),
@@ -261,14 +276,20 @@ def zero_grad_then_step_torch(ctx):
     loss = loss_func(D(G(ctx.z)), ctx.y_real)
     loss.backward()
     ctx.step("loss.backward()")
-    D.zero_grad(set_to_none=(clear == "set_to_none"))
-    ctx.step("D.zero_grad()")
+    if clear == "one_none":
+        list(D.parameters())[-1].grad = None
+        ctx.step("D's last parameter: grad = None")
+    else:
+        D.zero_grad(set_to_none=(clear == "set_to_none"))
+        ctx.step("D.zero_grad()")
     optimizer_D.step()
     ctx.step("step after clearing")
 
 
 @zero_grad_then_step.implement("keras-tensorflow", "tf-keras")
 def zero_grad_then_step_tape(ctx):
+    import warnings
+
     import tensorflow as tf
 
     G, D, loss_func, keras = ctx.G, ctx.D, ctx.loss, ctx.keras
@@ -287,15 +308,22 @@ def zero_grad_then_step_tape(ctx):
     grads = tape.gradient(loss, D.trainable_weights)
     ctx.step("tape.gradient")
     # Keras keeps no gradient on the variable: "clearing" means passing None or zeros
-    grads = [None if clear == "set_to_none" else tf.zeros_like(g) for g in grads]
+    if clear == "one_none":
+        grads[-1] = None
+    else:
+        grads = [None if clear == "set_to_none" else tf.zeros_like(g) for g in grads]
     ctx.step("clear gradients")
-    with ctx.attempt("step after clearing"):
+    with ctx.attempt("step after clearing"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         optimizer_D.apply_gradients(zip(grads, D.trainable_weights))
         ctx.step("step after clearing")
+    ctx.record("warnings", " | ".join(str(w.message) for w in caught if w.category is UserWarning))
 
 
 @zero_grad_then_step.implement("keras-jax")
 def zero_grad_then_step_jax(ctx):
+    import warnings
+
     import jax
 
     G, D, loss_func, keras = ctx.G, ctx.D, ctx.loss, ctx.keras
@@ -324,15 +352,22 @@ def zero_grad_then_step_jax(ctx):
         ctx.step("earlier step")
     grads = d_grads()
     ctx.step("jax.value_and_grad")
-    grads = [None if clear == "set_to_none" else jax.numpy.zeros_like(g) for g in grads]
+    if clear == "one_none":
+        grads[-1] = None
+    else:
+        grads = [None if clear == "set_to_none" else jax.numpy.zeros_like(g) for g in grads]
     ctx.step("clear gradients")
-    with ctx.attempt("step after clearing"):
+    with ctx.attempt("step after clearing"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         optimizer_D.apply(grads, D.trainable_variables)
         ctx.step("step after clearing")
+    ctx.record("warnings", " | ".join(str(w.message) for w in caught if w.category is UserWarning))
 
 
 @zero_grad_then_step.implement("keras-torch")
 def zero_grad_then_step_keras_torch(ctx):
+    import warnings
+
     import torch
 
     G, D, loss_func, keras = ctx.G, ctx.D, ctx.loss, ctx.keras
@@ -352,12 +387,18 @@ def zero_grad_then_step_keras_torch(ctx):
     loss = loss_func(ctx.y_real, D(G(ctx.z, training=True), training=True))
     loss.backward()
     ctx.step("loss.backward()")
-    D.zero_grad(set_to_none=(clear == "set_to_none"))  # Keras models are torch modules here
-    ctx.step("D.zero_grad()")
-    with ctx.attempt("step after clearing"):
+    if clear == "one_none":
+        D.trainable_weights[-1].value.grad = None
+        ctx.step("D's last variable: grad = None")
+    else:
+        D.zero_grad(set_to_none=(clear == "set_to_none"))  # Keras models are torch modules here
+        ctx.step("D.zero_grad()")
+    with ctx.attempt("step after clearing"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         with torch.no_grad():
             optimizer_D.apply([v.value.grad for v in D.trainable_weights], D.trainable_weights)
         ctx.step("step after clearing")
+    ctx.record("warnings", " | ".join(str(w.message) for w in caught if w.category is UserWarning))
 
 
 # --- scope.requires_grad_off -------------------------------------------------------------
