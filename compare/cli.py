@@ -220,7 +220,7 @@ def parse_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 def output_problem(args: argparse.Namespace, paths: Dict[str, str]) -> Optional[str]:
     """Why the report could not write ``paths`` (report.output_paths), or None; nothing is created."""
-    from compare.report import clash_with
+    from compare.report import guide_clash
 
     guide = paths["guide"]
     if os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -229,9 +229,9 @@ def output_problem(args: argparse.Namespace, paths: Dict[str, str]) -> Optional[
         if os.path.isdir(path):
             return (f"--guide {guide} is a folder; give a file name" if name == "guide" else
                     f"{path} is a folder; the report writes a file there")
-    other = clash_with(guide, {k: v for k, v in paths.items() if k != "guide"})
-    if other:
-        return f"--guide {guide} is the same file as {paths[other]}; give another name"
+    clash = guide_clash(paths)
+    if clash:
+        return f"--guide {guide} makes {paths[clash[0]]}, the same file as {paths[clash[1]]}; give another name"
     guide_dir = os.path.dirname(os.path.abspath(guide))
     if os.path.realpath(guide_dir) != os.path.realpath(args.out) and not (
             os.path.isdir(guide_dir) and os.access(guide_dir, os.W_OK)):

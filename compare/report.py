@@ -22,7 +22,7 @@ import re
 import tempfile
 import textwrap
 import threading
-from typing import Dict, List, Optional
+from typing import Tuple, Dict, List, Optional
 
 from tabulate import tabulate
 
@@ -561,11 +561,12 @@ def claims_matrix(results: dict, engines: List[str], links: Links) -> str:
 
 def scenario_index(results: dict, links: Links) -> List[str]:
     """One heading per scenario (the guide links to these), its question and its page."""
+    from compare.guide import anchor as guide_anchor
     from compare.scenarios import catalog
 
     out = []
     for scenario in catalog().values():
-        out += [f'### <a id="{scenario.id}"></a>{scenario.id}', "",
+        out += [f'### <a id="{scenario.id}"></a><a id="{guide_anchor(scenario.id)}"></a>{scenario.id}', "",
                 f"{scenario.question} [Claims, steps and the code that ran]({links.scenario(scenario.id)}).", ""]
     return out
 
@@ -1044,24 +1045,39 @@ def clash_with(path: str, others: Dict[str, str]) -> Optional[str]:
     return next((name for name, other in others.items() if same_file(path, other)), None)
 
 
+def guide_clash(paths: Dict[str, str]) -> Optional[Tuple[str, str]]:
+    """(guide key, other key) where the guide or its HTML version is the same file as another
+    output, or None."""
+    for key in ("guide", "guide.html"):
+        other = clash_with(paths[key], {k: v for k, v in paths.items() if k not in ("guide", "guide.html")}
+                           | ({"guide": paths["guide"]} if key == "guide.html" else {}))
+        if other:
+            return key, other
+    return None
+
+
 def output_paths(out_dir: str, guide_path: Optional[str] = None) -> Dict[str, str]:
     """Where each output goes, keyed as render_all keys the texts."""
     return {"results.json": os.path.join(out_dir, "results.json"), "REPORT.md": os.path.join(out_dir, "REPORT.md"),
             "report.html": os.path.join(out_dir, "report.html"),
-            "guide": guide_path or os.path.join(out_dir, "migration-guide.md")}
+            "guide": guide_path or os.path.join(out_dir, "migration-guide.md"),
+            "guide.html": os.path.splitext(guide_path or os.path.join(out_dir, "migration-guide.md"))[0] + ".html"}
 
 
 def render_all(results: dict, guide_path: str, out_dir: str) -> Dict[str, str]:
     """Every output file's text, keyed by its name under ``out_dir`` (the guide by "guide")."""
-    from compare.guide import render_guide
+    from compare.guide import render_guide, render_guide_html
     from compare.html import render_html
 
-    link = os.path.relpath(os.path.join(out_dir, "REPORT.md"), os.path.dirname(os.path.abspath(guide_path)))
+    guide_dir = os.path.dirname(os.path.abspath(guide_path))
+    link = os.path.relpath(os.path.join(out_dir, "REPORT.md"), guide_dir)
+    html_link = os.path.relpath(os.path.join(out_dir, "report.html"), guide_dir)
     texts = {
         "results.json": results_text(results),
         "REPORT.md": render_markdown(results),
         "report.html": render_html(results, report_parts(results, Links(html=True)), scenario_pages(results, html=True)),
         "guide": render_guide(results, link.replace(os.sep, "/")),
+        "guide.html": render_guide_html(results, html_link.replace(os.sep, "/")),
     }
     texts.update({page_name(sid): text for sid, text in scenario_pages(results).items()})
     return texts
@@ -1072,9 +1088,9 @@ def write_report(out_dir: str, results: dict, guide_path: Optional[str] = None) 
     guide as one set (see replace_all), all rendered before the first is written. Returns
     their paths."""
     paths = output_paths(out_dir, guide_path)
-    other = clash_with(paths["guide"], {k: v for k, v in paths.items() if k != "guide"})
-    if other:
-        raise ValueError(f"the guide {paths['guide']} is the same file as {paths[other]}")
+    clash = guide_clash(paths)
+    if clash:
+        raise ValueError(f"the guide's {paths[clash[0]]} is the same file as {paths[clash[1]]}")
     texts = render_all(results, paths["guide"], out_dir)
     pages = [name for name in texts if name not in paths]  # the scenario pages, in a folder of out_dir
     for name in pages:

@@ -37,8 +37,9 @@ def texts(results, tmp_path_factory):
 @pytest.fixture
 def new_set(texts):
     """The files write_report makes: the four, and the scenario pages under scenarios/."""
-    return {name: texts["guide" if name == "migration-guide.md" else name].encode("utf-8")
-            for name in NAMES + tuple(n for n in texts if n.startswith("scenarios/"))}
+    keys = {"migration-guide.md": "guide", "migration-guide.html": "guide.html"}
+    return {name: texts[keys.get(name, name)].encode("utf-8")
+            for name in NAMES + ("migration-guide.html",) + tuple(n for n in texts if n.startswith("scenarios/"))}
 
 
 @pytest.fixture

@@ -50,17 +50,26 @@ def test_committed_verdicts_match_what_the_engines_say_now(engine_runs, parity_r
         change.line() for change in found[:20])
 
 
-@pytest.mark.parametrize("name", ["REPORT.md", "report.html", "guide"])
-def test_rendered_files_are_what_the_committed_results_give(name):
-    results = committed_results()
-    texts = report.render_all(results, GUIDE, REPORTS)
-    path = GUIDE if name == "guide" else os.path.join(REPORTS, name)
-    with open(path) as f:
-        committed = f.read()
-    fresh = texts[name]
-    if name == "report.html":  # plot pixels depend on the matplotlib release; the page around them must not
-        committed, fresh = without_images(committed), without_images(fresh)
-    assert committed == fresh, f"{path} differs from what results.json renders to: edited by hand? {REGENERATE}"
+@pytest.fixture(scope="module")
+def rendered():
+    return report.render_all(committed_results(), GUIDE, REPORTS)
+
+
+@pytest.mark.parametrize("name", ["REPORT.md", "report.html", "guide", "guide.html", "scenario pages"])
+def test_rendered_files_are_what_the_committed_results_give(rendered, name):
+    paths = report.output_paths(REPORTS, GUIDE)
+    names = [n for n in rendered if n.startswith("scenarios/")] if name == "scenario pages" else [name]
+    for key in names:
+        path = paths.get(key) or os.path.join(REPORTS, *key.split("/"))
+        with open(path, encoding="utf-8") as f:
+            committed = f.read()
+        fresh = rendered[key]
+        if key.endswith(".html"):  # plot pixels depend on the matplotlib release; the page around them must not
+            committed, fresh = without_images(committed), without_images(fresh)
+        assert committed == fresh, f"{path} differs from what results.json renders to: edited by hand? {REGENERATE}"
+    if name == "scenario pages":  # and no page is left of a scenario that is gone
+        on_disk = {f"scenarios/{n}" for n in os.listdir(os.path.join(REPORTS, "scenarios"))}
+        assert on_disk == set(names), f"stale or missing scenario pages; {REGENERATE}"
 
 
 def without_images(html: str) -> str:
