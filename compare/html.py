@@ -26,8 +26,8 @@ h1 { font-size: 1.4em; margin: 0.4em 0 0.1em; }
 main > p:first-of-type { font-size: 0.8em; color: #555; margin: 0.2em 0; }
 section.answers { background: #fff3cd; border-left: 6px solid #e0a800; padding: 0.2em 1em 0.5em; margin: 0.6em 0; }
 section.answers h2 { margin: 0.4em 0 0.2em; font-size: 1.2em; }
-section.answers h3 { margin: 0.6em 0 0.1em; font-size: 1em; }
-section.answers p { margin: 0.1em 0; font-size: 0.85em; line-height: 1.35; }
+section.answers h3 { margin: 0.45em 0 0.1em; font-size: 1em; }
+section.answers p { margin: 0.1em 0; font-size: 0.85em; line-height: 1.3; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; display: block; overflow-x: auto; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.5em; vertical-align: top; }
 th { background: #f0f0f0; }
