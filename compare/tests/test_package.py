@@ -11,22 +11,21 @@ import pytest
 
 from compare.engines import ENGINES, EngineSpec
 from compare.runner import run_engines
+from compare.tests.locations import PACKAGE_PARENT, child_env
 
 FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "jaxlib", "tf_keras")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_cli(*args, **kwargs):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "compare", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, **kwargs)
+    return subprocess.run([sys.executable, "-m", "compare", *args], capture_output=True, text=True, env=child_env(),
+                          cwd=PACKAGE_PARENT, **kwargs)
 
 
 def test_importing_compare_imports_no_framework():
     code = ("import sys, compare, compare.cli, compare.engines, compare.model, compare.parity, "
             "compare.program, compare.report, compare.runner; "
             f"print([m for m in {FRAMEWORKS!r} if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE_PARENT, check=True)
     assert out.stdout.strip() == "[]"
 
 
