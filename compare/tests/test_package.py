@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from compare import DISTRIBUTION
 from compare.engines import ENGINES, EngineSpec
 from compare.runner import run_engines
 from compare.tests.locations import PACKAGE_PARENT, child_env
@@ -35,7 +36,7 @@ def test_missing_framework_is_reported_unavailable_with_install_command(tmp_path
     runs = run_engines(["torch"], ["float64"], str(tmp_path))
     run = runs[("torch", "float64")]
     assert run.status == "unavailable"
-    assert "no_such_framework_xyz not installed" in run.reason and "pip install 'compare[torch]'" in run.reason
+    assert "no_such_framework_xyz not installed" in run.reason and f"pip install '{DISTRIBUTION}[torch]'" in run.reason
 
 
 def test_unknown_engine_is_a_one_line_usage_error(tmp_path):
