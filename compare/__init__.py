@@ -5,3 +5,4 @@ child process of its own (see ``compare.runner``).
 """
 
 __version__ = "0.1.0"
+DISTRIBUTION = "gan-step-compare"  # the name pip installs; "compare" on PyPI is another project

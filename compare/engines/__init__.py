@@ -11,6 +11,8 @@ import importlib.metadata
 import importlib.util
 from typing import Dict, List, Optional, Tuple
 
+from compare import DISTRIBUTION
+
 
 @dataclasses.dataclass(frozen=True)
 class EngineSpec:
@@ -26,7 +28,7 @@ class EngineSpec:
 
     @property
     def install(self) -> str:
-        return f"pip install 'compare[{','.join(self.extras)}]'"
+        return f"pip install '{DISTRIBUTION}[{','.join(self.extras)}]'"
 
     def missing(self) -> List[str]:
         return [name for name in self.imports if importlib.util.find_spec(name) is None]

@@ -7,7 +7,7 @@ import pytest
 
 from compare import parity
 from compare.engines import ENGINES
-from tests.conftest import DTYPES, require_run
+from compare.tests.plugin import DTYPES, require_run
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -9,24 +9,24 @@ import sys
 
 import pytest
 
+from compare import DISTRIBUTION
 from compare.engines import ENGINES, EngineSpec
 from compare.runner import run_engines
+from compare.tests.locations import PACKAGE_PARENT, child_env
 
 FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "jaxlib", "tf_keras")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_cli(*args, **kwargs):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "compare", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, **kwargs)
+    return subprocess.run([sys.executable, "-m", "compare", *args], capture_output=True, text=True, env=child_env(),
+                          cwd=PACKAGE_PARENT, **kwargs)
 
 
 def test_importing_compare_imports_no_framework():
     code = ("import sys, compare, compare.cli, compare.engines, compare.model, compare.parity, "
             "compare.program, compare.report, compare.runner; "
             f"print([m for m in {FRAMEWORKS!r} if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE_PARENT, check=True)
     assert out.stdout.strip() == "[]"
 
 
@@ -36,7 +36,7 @@ def test_missing_framework_is_reported_unavailable_with_install_command(tmp_path
     runs = run_engines(["torch"], ["float64"], str(tmp_path))
     run = runs[("torch", "float64")]
     assert run.status == "unavailable"
-    assert "no_such_framework_xyz not installed" in run.reason and "pip install 'compare[torch]'" in run.reason
+    assert "no_such_framework_xyz not installed" in run.reason and f"pip install '{DISTRIBUTION}[torch]'" in run.reason
 
 
 def test_unknown_engine_is_a_one_line_usage_error(tmp_path):

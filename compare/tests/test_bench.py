@@ -13,15 +13,15 @@ import pytest
 
 from compare import bench
 from compare.engines import ENGINES
+from compare.tests.locations import PACKAGE_PARENT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_IDIOMS = ["detach", "retain-graph", "recompute", "requires-grad-off"]
 
 
 def run_bench(*args, env=None):
-    env = dict(os.environ if env is None else env, PYTHONPATH=ROOT)
+    env = dict(os.environ if env is None else env, PYTHONPATH=PACKAGE_PARENT)
     return subprocess.run([sys.executable, "-m", "compare.bench", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=600)
+                          env=env, cwd=PACKAGE_PARENT, timeout=600)
 
 
 def require_torch():
@@ -140,13 +140,13 @@ def test_main_returns_the_status(capsys, monkeypatch):
 def test_importing_bench_imports_no_framework():
     code = ("import sys, compare.bench; "
             "print([m for m in ('torch', 'tensorflow', 'keras', 'jax', 'tf_keras') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE_PARENT, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_every_engine_has_a_bench_module():
     for engine in ENGINES:
-        path = os.path.join(ROOT, *bench.bench_module(engine).split(".")) + ".py"
+        path = os.path.join(PACKAGE_PARENT, *bench.bench_module(engine).split(".")) + ".py"
         assert os.path.exists(path), path
 
 
@@ -156,7 +156,7 @@ def test_report_time_is_accounted_for_from_the_reports_own_results(engine_runs, 
     scenario seconds summed per engine and family from the records themselves."""
     from compare import report
     from compare.observations import collect
-    from tests.conftest import DTYPES
+    from compare.tests.plugin import DTYPES
 
     ran = [e for e in ENGINES if engine_runs[(e, "float32")].status == "ok"]
     if not ran:

@@ -20,8 +20,8 @@ import uuid
 import pytest
 
 from compare.engines import ENGINES
+from compare.tests.locations import PACKAGE_PARENT, child_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEALTHY, FAULTY = "torch", "keras-torch"
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ HEALTHY_TIMEOUT = 1800  # a healthy engine on a loaded machine is slow, never hu
 def environment(tmp_path, fault=None):
     """The caller's environment with a token that marks every process of this run, and a
     temporary folder of the test's own."""
-    env = dict(os.environ, PYTHONPATH=ROOT, COMPARE_TEST_TOKEN=uuid.uuid4().hex, TMPDIR=str(tmp_path / "tmp"))
+    env = child_env(COMPARE_TEST_TOKEN=uuid.uuid4().hex, TMPDIR=str(tmp_path / "tmp"))
     os.makedirs(env["TMPDIR"], exist_ok=True)
     env.pop("COMPARE_FAULT_INJECT", None)
     if fault:
@@ -85,7 +85,7 @@ def report(out, fault=None, faulty_timeout=None, engines=f"{HEALTHY},{FAULTY}", 
             "--dtype", "float32", "--timeout", str(HEALTHY_TIMEOUT), "--quiet"]
     if faulty_timeout:
         args += ["--timeout", f"{FAULTY}={faulty_timeout}"]
-    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, **kwargs)
+    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=PACKAGE_PARENT, **kwargs)
 
 
 @pytest.mark.parametrize("kind,status,reason", [
@@ -139,7 +139,7 @@ def test_interrupted_run_keeps_previous_report_and_leaves_nothing_behind(tmp_pat
         (out / name).write_text(text)
     env = environment(tmp_path, fault=f"{HEALTHY}=hang")
     proc = subprocess.Popen([sys.executable, "-m", "compare", "report", "--out", str(out), "--engines",
-                             HEALTHY, "--dtype", "float32"], stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+                             HEALTHY, "--dtype", "float32"], stderr=subprocess.PIPE, text=True, env=env, cwd=PACKAGE_PARENT)
     deadline = time.monotonic() + 60
     while not engine_processes(env["COMPARE_TEST_TOKEN"]) and time.monotonic() < deadline:
         time.sleep(0.1)

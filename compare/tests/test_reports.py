@@ -1,10 +1,13 @@
 """The committed reports/ and docs/migration-guide.md are generated, and stay true.
 
 - Their verdicts must match what the engines say now (observations, claim verdicts,
-  parity verdicts; timings, dates and version strings are ignored).
+  parity verdicts; timings, dates and version strings are ignored), read from the baseline
+  that ships with the package, which is the committed results.json.
 - REPORT.md, report.html and the guide must be exactly what the renderer makes of the
   committed results.json: a hand edit fails.
 - report.html opens in headless Chromium without console errors and is not blank.
+
+The tests of committed files need the source checkout and skip in an installed package.
 """
 
 from __future__ import annotations
@@ -23,20 +26,28 @@ from compare import report
 from compare.diff import changes
 from compare.engines import ENGINES
 from compare.observations import collect
-from tests.conftest import DTYPES
+from compare.tests.locations import BASELINE, PACKAGE_PARENT, REFRESH_BASELINE, child_env, repository
+from compare.tests.plugin import DTYPES
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REPORTS = os.path.join(ROOT, "reports")
-GUIDE = os.path.join(ROOT, "docs", "migration-guide.md")
-REGENERATE = "regenerate with: python -m compare report --out reports --guide docs/migration-guide.md"
+REGENERATE = f"regenerate with: python -m compare report --out reports --guide docs/migration-guide.md && {REFRESH_BASELINE}"
 
 
-def committed_results() -> dict:
-    path = os.path.join(REPORTS, "results.json")
-    if not os.path.exists(path):
-        pytest.fail(f"{path} is missing; {REGENERATE}")
-    with open(path) as f:
+def load(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def committed_files() -> tuple:
+    """The committed reports/ folder and guide, in the source checkout."""
+    root = repository()
+    return os.path.join(root, "reports"), os.path.join(root, "docs", "migration-guide.md")
+
+
+def test_baseline_is_the_committed_results():
+    reports, _ = committed_files()
+    with open(os.path.join(reports, "results.json"), "rb") as report_file, open(BASELINE, "rb") as baseline_file:
+        same = report_file.read() == baseline_file.read()
+    assert same, f"{BASELINE} differs from reports/results.json: {REFRESH_BASELINE}"
 
 
 def test_committed_verdicts_match_what_the_engines_say_now(engine_runs, parity_records):
@@ -45,22 +56,24 @@ def test_committed_verdicts_match_what_the_engines_say_now(engine_runs, parity_r
         pytest.skip(f"not every engine ran ({', '.join(unavailable)}): the committed report covers all")
     fresh = report.build_results(list(ENGINES), list(DTYPES), engine_runs, parity_records,
                                  collect(list(ENGINES), engine_runs))
-    found = changes(committed_results(), json.loads(json.dumps(fresh)))
+    found = changes(load(BASELINE), json.loads(json.dumps(fresh)))
     assert not found, f"{len(found)} committed verdicts no longer hold ({REGENERATE}):\n" + "\n".join(
         change.line() for change in found[:20])
 
 
 @pytest.fixture(scope="module")
 def rendered():
-    return report.render_all(committed_results(), GUIDE, REPORTS)
+    reports, guide = committed_files()
+    return report.render_all(load(os.path.join(reports, "results.json")), guide, reports)
 
 
 @pytest.mark.parametrize("name", ["REPORT.md", "report.html", "guide", "guide.html", "scenario pages"])
 def test_rendered_files_are_what_the_committed_results_give(rendered, name):
-    paths = report.output_paths(REPORTS, GUIDE)
+    reports, guide = committed_files()
+    paths = report.output_paths(reports, guide)
     names = [n for n in rendered if n.startswith("scenarios/")] if name == "scenario pages" else [name]
     for key in names:
-        path = paths.get(key) or os.path.join(REPORTS, *key.split("/"))
+        path = paths.get(key) or os.path.join(reports, *key.split("/"))
         with open(path, encoding="utf-8") as f:
             committed = f.read()
         fresh = rendered[key]
@@ -68,7 +81,7 @@ def test_rendered_files_are_what_the_committed_results_give(rendered, name):
             committed, fresh = without_images(committed), without_images(fresh)
         assert committed == fresh, f"{path} differs from what results.json renders to: edited by hand? {REGENERATE}"
     if name == "scenario pages":  # and no page is left of a scenario that is gone
-        on_disk = {f"scenarios/{n}" for n in os.listdir(os.path.join(REPORTS, "scenarios"))}
+        on_disk = {f"scenarios/{n}" for n in os.listdir(os.path.join(reports, "scenarios"))}
         assert on_disk == set(names), f"stale or missing scenario pages; {REGENERATE}"
 
 
@@ -88,7 +101,7 @@ def chromium() -> str:
 
 def test_html_report_renders_in_headless_chromium_without_errors(tmp_path):
     browser = chromium()
-    page = os.path.join(REPORTS, "report.html")
+    page = os.path.join(committed_files()[0], "report.html")
     shot = tmp_path / "shot.png"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -111,18 +124,18 @@ def test_html_report_renders_in_headless_chromium_without_errors(tmp_path):
     assert "http://" not in html.replace("http://www.w3.org", "") and "src=\"http" not in html
 
 
-def test_rendering_does_not_depend_on_hash_order():
+def test_rendering_does_not_depend_on_hash_order(tmp_path):
     """The same results render to the same text whatever PYTHONHASHSEED is: a set's order
     must never leak into the report (the staleness check would then fail at random)."""
     code = ("import json, re, sys; from compare import report; "
-            f"r = json.load(open({os.path.join(REPORTS, 'results.json')!r})); "
-            f"t = report.render_all(r, {GUIDE!r}, {REPORTS!r}); "
+            f"r = json.load(open({BASELINE!r})); "
+            f"t = report.render_all(r, {str(tmp_path / 'guide.md')!r}, {str(tmp_path)!r}); "
             "t['report.html'] = re.sub(r'base64,[A-Za-z0-9+/=]+', '', t['report.html']); "
             "sys.stdout.write(json.dumps(t))")
     outputs = []
     for seed in ("1", "2"):
-        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=ROOT)
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=child_env(PYTHONHASHSEED=seed), cwd=PACKAGE_PARENT)
         assert done.returncode == 0, done.stderr[-2000:]
         outputs.append(done.stdout)
     assert outputs[0] == outputs[1]

@@ -11,7 +11,7 @@ from compare.engines import ENGINES
 from compare.observations import collect, describe_change, key
 from compare.program import SCENARIO_DTYPE
 from compare.runner import run_engines
-from tests.conftest import require_run
+from compare.tests.plugin import require_run
 
 pytestmark = pytest.mark.slow
 

@@ -1,9 +1,10 @@
 """Every (scenario, engine) pair, observed now and compared with the committed observation.
 
-These are regression tests of the frameworks: ``reports/results.json`` holds what the
-engines did when the report was last generated (by ``python -m compare report --out
-reports``). When an upgrade changes a semantic, the failing test names the scenario,
-the engine and what changed; regenerate the report to accept it.
+These are regression tests of the frameworks: the baseline (``baseline/results.json``, a
+copy of the committed ``reports/results.json`` that ships with the package) holds what the
+engines did when the report was last generated. When an upgrade changes a semantic, the
+failing test names the scenario, the engine and what changed; in the source checkout,
+regenerate the report and copy its results.json to the baseline to accept it.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from compare.engines import ENGINES
 from compare.observations import collect, describe_change
 from compare.program import SCENARIO_DTYPE
 from compare.scenarios import catalog
-from tests.conftest import require_run
+from compare.tests.locations import BASELINE, REFRESH_BASELINE
+from compare.tests.plugin import require_run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BASELINE = os.path.join(ROOT, "reports", "results.json")
 PAIRS = [(s.id, e) for s in catalog().values() for e in ENGINES if e in s.implementations]
 
 
@@ -32,7 +32,7 @@ def observations(engine_runs):
 @pytest.fixture(scope="session")
 def baseline():
     if not os.path.exists(BASELINE):
-        pytest.fail(f"{BASELINE} is missing: run `python -m compare report --out reports`")
+        pytest.fail(f"{BASELINE} is missing: run `python -m compare report --out reports` and {REFRESH_BASELINE}")
     with open(BASELINE) as f:
         results = json.load(f)
     return {(r["scenario"], r["engine"], r["init"], r["variant"]): r for r in results["results"]}
@@ -51,7 +51,7 @@ def test_scenario_semantics_unchanged(engine_runs, observations, baseline, scena
             continue
         old = baseline.get((scenario, engine, record["init"], record["variant"]))
         if old is None or old["status"] in ("unavailable", "failed"):
-            problems.append(f"{where}: no committed observation; regenerate reports/")
+            problems.append(f"{where}: no observation in the baseline; regenerate reports/ and {REFRESH_BASELINE}")
             continue
         diff = describe_change(old, record)
         if diff:

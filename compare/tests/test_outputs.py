@@ -1,6 +1,6 @@
 """The report's outputs: replaced as one set or not at all, refused before any engine starts
 when they cannot be written, and every failure one line with an exit status. No engine
-runs here: the writes use the committed reports/results.json, and the command-line cases
+runs here: the writes use the baseline results.json, and the command-line cases
 are all refused before the first engine would start."""
 
 from __future__ import annotations
@@ -15,15 +15,14 @@ import sys
 import pytest
 
 from compare import cli, faults, report
+from compare.tests.locations import BASELINE, PACKAGE_PARENT, child_env, repository
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMITTED = os.path.join(ROOT, "reports", "results.json")
 NAMES = ("results.json", "REPORT.md", "report.html", "migration-guide.md")
 
 
 @pytest.fixture(scope="module")
 def results():
-    with open(COMMITTED, encoding="utf-8") as f:
+    with open(BASELINE, encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -142,11 +141,11 @@ def test_full_disk_while_writing_leaves_the_old_set(out, results, monkeypatch):
 
 
 def test_files_are_utf8_in_a_non_utf8_locale(tmp_path, new_set):
-    env = dict(os.environ, PYTHONPATH=ROOT, LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0")
+    env = child_env(LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0")
     env.pop("PYTHONIOENCODING", None)
     code = ("import json, sys; from compare import report; "
             "report.write_report(sys.argv[2], json.load(open(sys.argv[1], encoding='utf-8')))")
-    out = subprocess.run([sys.executable, "-c", code, COMMITTED, str(tmp_path)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code, BASELINE, str(tmp_path)], capture_output=True, text=True,
                          env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert contents(tmp_path) == new_set
@@ -161,10 +160,10 @@ def test_write_report_refuses_a_guide_that_is_another_output(out, results):
 # --- the command line --------------------------------------------------------------------------
 
 def run_cli(*args, env=None, **kwargs):
-    full_env = dict(os.environ, PYTHONPATH=ROOT, **(env or {}))
+    full_env = child_env(**(env or {}))
     kwargs.setdefault("stdout", subprocess.PIPE)
     return subprocess.run([sys.executable, "-m", "compare", *args], stderr=subprocess.PIPE, text=True,
-                          env=full_env, cwd=ROOT, timeout=60, **kwargs)
+                          env=full_env, cwd=PACKAGE_PARENT, timeout=60, **kwargs)
 
 
 def assert_usage_error(out) -> None:
@@ -174,7 +173,7 @@ def assert_usage_error(out) -> None:
 
 
 def bench_file(tmp_path, **changes) -> str:
-    with open(os.path.join(ROOT, "reports", "bench.json"), encoding="utf-8") as f:
+    with open(os.path.join(repository(), "reports", "bench.json"), encoding="utf-8") as f:
         data = json.load(f)
     data.update(changes)
     path = tmp_path / "bench.json"
@@ -286,7 +285,7 @@ def test_bench_file_the_report_cannot_render_is_refused(tmp_path, changes):
 
 
 def test_committed_bench_file_is_accepted():
-    bench = report.load_bench(os.path.join(ROOT, "reports", "bench.json"))
+    bench = report.load_bench(os.path.join(repository(), "reports", "bench.json"))
     assert "## Performance" in report.performance_section(bench)
 
 
@@ -316,7 +315,7 @@ def test_interrupt_while_starting_up_is_one_line():
             "builtins.__import__ = interrupted\n"
             "runpy.run_module('compare', run_name='__main__', alter_sys=True)\n")
     out = subprocess.run([sys.executable, "-c", code, "list"], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
+                         env=child_env(), timeout=60)
     assert out.returncode == 130 and out.stderr == "compare: interrupted\n", out.stderr
 
 

@@ -15,15 +15,12 @@ import pytest
 
 from compare.diff import changes
 from compare.observations import describe_change
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMITTED = os.path.join(ROOT, "reports", "results.json")
+from compare.tests.locations import BASELINE, PACKAGE_PARENT, child_env
 
 
 def run_diff(*args, timeout=60, **kwargs):
-    env = dict(os.environ, PYTHONPATH=ROOT)
     return subprocess.run([sys.executable, "-m", "compare", "diff", *args], capture_output="stdout" not in kwargs,
-                          text=True, env=env, cwd=ROOT, timeout=timeout, **kwargs)
+                          text=True, env=child_env(), cwd=PACKAGE_PARENT, timeout=timeout, **kwargs)
 
 
 def changed(g=(), d=(), d_state=(), **extra):
@@ -282,7 +279,7 @@ def test_nothing_changed_says_so(tmp_path):
 
 
 def test_committed_results_against_themselves_exit_0():
-    out = run_diff(COMMITTED, COMMITTED)
+    out = run_diff(BASELINE, BASELINE)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr
     assert out.stdout.startswith("no observation")
 
@@ -295,8 +292,8 @@ def test_full_disk_on_stdout_is_a_one_line_error(tmp_path, command):
     args = ["diff", write(tmp_path / "a.json", results()), write(tmp_path / "b.json", results([]))]
     with open("/dev/full", "w") as full:
         out = subprocess.run([sys.executable, "-m", "compare", *(args if command == "diff" else ["list"])],
-                             stdout=full, stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=60,
-                             env=dict(os.environ, PYTHONPATH=ROOT))
+                             stdout=full, stderr=subprocess.PIPE, text=True, cwd=PACKAGE_PARENT, timeout=60,
+                             env=child_env())
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
     assert "cannot write to standard output" in out.stderr and "Traceback" not in out.stderr
 

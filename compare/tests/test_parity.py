@@ -9,7 +9,7 @@ from compare import parity
 from compare.model import PARITY, PITFALLS
 from compare.engines import ENGINES, REFERENCE
 from compare.program import STAGES, configs
-from tests.conftest import DTYPES, KERAS_ENGINES, require_run
+from compare.tests.plugin import DTYPES, KERAS_ENGINES, require_run
 
 
 def records_for(records, engine, dtype, config=PARITY.name, stage=None):

@@ -1,5 +1,8 @@
-"""One run of each engine in both dtypes, shared by the whole session.
+"""The pytest plugin of compare's tests: the ``--engines`` option, and one run of each engine
+in both dtypes, shared by the whole session.
 
+pytest loads it at start-up (the ``pytest11`` entry point of the installed package, or
+``-p compare.tests.plugin``), so ``--engines`` works with ``--pyargs compare`` from any folder.
 Engines run in child processes exactly as ``python -m compare report`` runs them; an
 engine that is not installed makes its tests skip, with the install command as reason.
 Only the engines that the selected tests need are started: ``--engines torch,keras-jax``
@@ -13,17 +16,17 @@ import os
 
 import pytest
 
-from compare import parity
 from compare.engines import ENGINES, REFERENCE, parse_engines
-from compare.runner import EngineRun, run_engines
 
 DTYPES = ("float32", "float64")
 KERAS_ENGINES = [e for e in ENGINES if e != REFERENCE]
+TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def pytest_addoption(parser):
-    parser.addoption("--engines", default=None,
-                     help=f"comma-separated engine ids whose tests run (default: all): {', '.join(ENGINES)}")
+    parser.getgroup("compare").addoption(
+        "--engines", default=None,
+        help=f"comma-separated engine ids whose tests run (default: all): {', '.join(ENGINES)}")
 
 
 def pytest_configure(config):
@@ -43,10 +46,15 @@ def item_engine(item):
     return callspec.params.get("engine") if callspec else None
 
 
+def own_test(item) -> bool:
+    """A test of this package: the plugin is loaded in every session, and leaves other suites alone."""
+    return os.path.commonpath([TESTS, str(item.path)]) == TESTS
+
+
 def pytest_collection_modifyitems(config, items):
     """Deselect the tests of engines not asked for with --engines."""
     wanted = selected_engines(config)
-    keep = [item for item in items if item_engine(item) in (None, *wanted)]
+    keep = [item for item in items if not own_test(item) or item_engine(item) in (None, *wanted)]
     dropped = [item for item in items if item not in keep]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
@@ -65,6 +73,8 @@ def needed_engines(session):
 
 @pytest.fixture(scope="session")
 def engine_runs(request, tmp_path_factory):
+    from compare.runner import EngineRun, run_engines
+
     workdir = tmp_path_factory.mktemp("engines")
     runs = run_engines(needed_engines(request.session), list(DTYPES), str(workdir))
     for engine in ENGINES:  # the engines no selected test needs are not started
@@ -75,6 +85,8 @@ def engine_runs(request, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def parity_records(engine_runs):
+    from compare import parity
+
     return parity.compare_runs(engine_runs)
 
 
