@@ -28,6 +28,11 @@ def configs() -> List[Config]:
     return [PARITY] + [config for config, _ in PITFALLS.values()]
 
 
+def iterations(config: Config) -> int:
+    """How many iterations a config's parity run trains for."""
+    return TRAJECTORY if config == PARITY else ITERATIONS
+
+
 def split_tensors(engine: Engine, gan, prefix: str) -> Arrays:
     """Every tensor of G and D under ``prefix``: trainable as 'param', the rest as 'state'."""
     trainable = engine.trainable(gan)
@@ -40,7 +45,7 @@ def split_tensors(engine: Engine, gan, prefix: str) -> Arrays:
 def run_config(engine: Engine, config: Config, dtype: str,
                progress: Callable[[str], None]) -> Tuple[dict, Arrays]:
     weights = initial_weights(config)
-    batches = make_batches(TRAJECTORY if config == PARITY else ITERATIONS)
+    batches = make_batches(iterations(config))
     arrays: Arrays = {}
     facts: dict = {}
     c = config.name
@@ -147,6 +152,11 @@ def run_program(engine: Engine, dtype: str, progress: Callable[[str], None], par
         config_facts, config_arrays = run_config(engine, config, dtype, progress)
         facts["configs"][config.name] = config_facts
         arrays.update(config_arrays)
+    # per config and stage: "eager", or the compiler it ran under (an engine that compiles
+    # keeps an ``execution`` record of what it chose)
+    eager = {"gradients": "eager", "iterations": "eager"}
+    facts["execution"] = {c.name: getattr(engine, "execution", {}).get(c.name, eager)
+                          for c in (configs() if parity else [])}
     # where the process's time goes (the bench's account of the report's wall time)
     facts["phase_seconds"]["parity"] = time.monotonic() - started
     if dtype == SCENARIO_DTYPE:

@@ -177,7 +177,7 @@ def build_results(engines: List[str], dtypes: List[str], runs: Dict, records: Li
             if run.status in ("failed", "timeout"):
                 entry["stderr_tail"] = run.stderr_tail
             if run.facts:
-                for key in ("versions", "threads", "computed_dtypes", "bn_estimator", "precision_probes"):
+                for key in ("versions", "threads", "execution", "computed_dtypes", "bn_estimator", "precision_probes"):
                     entry[key] = run.facts.get(key)
                 entry["phase_seconds"] = {k: round(v, 2) for k, v in run.facts.get("phase_seconds", {}).items()}
                 entry["losses"] = run.facts["configs"][PARITY.name]["losses"]

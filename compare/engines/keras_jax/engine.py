@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import keras
 
@@ -20,8 +22,8 @@ def state_of(gan) -> tuple:
 
 
 def stateless_step(gan, state, real, z, y_real, y_fake, step: bool = True):
-    """The canonical iteration as a pure function of ``state`` (see ``state_of``); the parity
-    runs call it eagerly, the bench compiles it with jax.jit. Returns the new state, the
+    """The canonical iteration as a pure function of ``state`` (see ``state_of``), compiled
+    with jax.jit by the bench and the long parity run. Returns the new state, the
     losses (D real, D fake, G) and the gradients of D and of G."""
     G, D, loss_func = gan.G, gan.D, gan.loss
     g_train, g_state, d_train, d_state, d_opt, g_opt = state
@@ -67,6 +69,32 @@ class KerasJaxEngine(KerasEngine):
     keras = keras
     packages = ("keras", "jax", "jaxlib")
 
+    # On one CPU thread XLA takes 2-4 s to compile this step and the compiled step then takes
+    # 0.01 s, against 0.2-0.26 s eagerly: compiling pays from about 20 iterations on, so the
+    # long parity trajectory runs under jax.jit and the ten-iteration pitfall runs and the
+    # single gradient call (step=False) run eagerly.
+    COMPILE_FROM = 20
+
+    def __init__(self):
+        self.steps = {}
+        self.execution = {}
+
+    def step_function(self, gan, step: bool):
+        """jax.jit of the stateless step for a loop long enough to repay the compile, traced
+        once per config (the GANs a config builds share structure and constants); otherwise
+        the step itself, run eagerly. Records which ran per config."""
+        from compare.program import iterations
+
+        compiled = step and iterations(gan.config) >= self.COMPILE_FROM
+        mode = "jax.jit" if compiled else "eager"
+        stage = "iterations" if step else "gradients"
+        self.execution.setdefault(gan.config.name, {})[stage] = mode
+        if not compiled:
+            return functools.partial(stateless_step, gan, step=step)
+        if gan.config not in self.steps:
+            self.steps[gan.config] = jax.jit(functools.partial(stateless_step, gan, step=True))
+        return self.steps[gan.config]
+
     def threads(self):
         # XLA's CPU thread pool is fixed by XLA_FLAGS, which the runner sets before the import
         import os
@@ -75,7 +103,7 @@ class KerasJaxEngine(KerasEngine):
 
     def iteration(self, gan, batch, step: bool = True):
         build_optimizers(gan)
-        state, losses, d_grads, g_grads = stateless_step(gan, state_of(gan), *self.inputs(batch), step=step)
+        state, losses, d_grads, g_grads = self.step_function(gan, step)(state_of(gan), *self.inputs(batch))
         # Write the new values back into the Keras variables.
         for group, values in zip(variable_groups(gan), state):
             for variable, value in zip(group, values):
