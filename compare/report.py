@@ -228,9 +228,14 @@ def engine_section(results: dict) -> str:
                 if run["status"] == "unavailable":
                     note += f" ({info['install']})"
             threads = ", ".join(f"{k} {v}" for k, v in (run.get("threads") or {}).items())
-            rows.append([engine, info["description"], dtype, run["status"], versions, threads, note])
+            compiled = [f"{config} {part}: {mode}" for config, parts in (run.get("execution") or {}).items()
+                        for part, mode in parts.items() if mode != "eager"]
+            mode = "; ".join(compiled) + ("; the rest eager" if compiled else "") if run.get("execution") else ""
+            rows.append([engine, info["description"], dtype, run["status"], versions, threads,
+                         mode or ("eager" if run.get("execution") else ""), note])
     # timings stay in results.json and the performance section: they are not facts about the versions
-    return tabulate(rows, ["engine", "framework", "dtype", "status", "versions", "threads", "note"], tablefmt="github")
+    return tabulate(rows, ["engine", "framework", "dtype", "status", "versions", "threads", "parity ran", "note"],
+                    tablefmt="github")
 
 
 def parity_section(results: dict) -> List[str]:
