@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "and the option may be repeated")
     report.add_argument("--threads", type=at_least_one, default=1,
                         help="threads per framework (default 1; observations must not depend on it)")
+    report.add_argument("--fresh", action="store_true",
+                        help="run every engine even where the result cache holds a run with the same key "
+                             "(versions, our code, dtype, threads, platform)")
     report.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
     sub.add_parser("list", help="the engines (installed or not) and the scenarios")
@@ -296,16 +299,34 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     from compare import parity
     from compare.observations import collect
-    from compare.runner import removed_variables, run_engines, workspace
+    from compare.runner import EngineRun, removed_variables, run_engines, workspace
 
     removed = removed_variables()
     if removed:
         progress(f"note: not passed to the engines (the runner sets its own): {', '.join(removed)}")
+    from compare import cache
+
     started = time.monotonic()
+    # a run with injected faults is a test of the runner, never a result worth keeping or reusing
+    use_cache = not os.environ.get(faults.ENV)
+    keys = {(e, d): cache.key_fields(e, d, args.threads, ["parity", "all scenarios"])
+            for e in engines if ENGINES[e].available() for d in dtypes} if use_cache else {}
+    reused = {}
+    for (engine, dtype), fields in keys.items():
+        hit = None if args.fresh else cache.lookup(fields)
+        if hit:
+            reused[(engine, dtype)] = EngineRun(engine, dtype, "ok", facts=hit["facts"], arrays_path=hit["arrays_path"],
+                                                seconds=hit["seconds"], reused={"ran_at": hit["ran_at"]})
+            progress(f"[{engine} {dtype}] reused the stored run of {hit['ran_at']} (same versions, code and platform)")
     with workspace() as workdir:
         default, per_engine = timeouts(args)
         runs = run_engines(engines, dtypes, workdir, jobs=args.jobs, timeout=default, timeouts=per_engine,
-                           progress=progress, threads=args.threads)
+                           progress=progress, threads=args.threads, skip=set(reused))
+        for pair, run in runs.items():
+            if run.status == "ok" and pair in keys:
+                cache.store(keys[pair], run.facts_path, run.arrays_path, run.seconds)
+        runs = {k: (reused.get(k) or runs[k]) for k in sorted(set(runs) | set(reused),
+                                                               key=lambda k: (list(ENGINES).index(k[0]), k[1]))}
         records = parity.compare_runs(runs)
         observations = collect(engines, runs)
         results = report.build_results(engines, dtypes, runs, records, observations, performance)

@@ -172,6 +172,8 @@ def build_results(engines: List[str], dtypes: List[str], runs: Dict, records: Li
         for dtype in dtypes:
             run = runs[(engine, dtype)]
             entry = {"status": run.status, "seconds": round(run.seconds, 2)}
+            if run.reused:
+                entry["reused"] = run.reused  # from the result cache: when that run was made
             if run.reason:
                 entry["reason"] = run.reason
             if run.status in ("failed", "timeout"):
@@ -231,6 +233,8 @@ def engine_section(results: dict) -> str:
             compiled = [f"{config} {part}: {mode}" for config, parts in (run.get("execution") or {}).items()
                         for part, mode in parts.items() if mode != "eager"]
             mode = "; ".join(compiled) + ("; the rest eager" if compiled else "") if run.get("execution") else ""
+            if run.get("reused"):
+                note = (note + " " if note else "") + f"reused the stored run of {run['reused']['ran_at']}"
             rows.append([engine, info["description"], dtype, run["status"], versions, threads,
                          mode or ("eager" if run.get("execution") else ""), note])
     # timings stay in results.json and the performance section: they are not facts about the versions

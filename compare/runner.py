@@ -36,6 +36,11 @@ class EngineRun:
     arrays_path: Optional[str] = None
     seconds: float = 0.0
     stderr_tail: List[str] = dataclasses.field(default_factory=list)
+    reused: Optional[dict] = None  # {"ran_at": ...} where the run came from the result cache
+
+    @property
+    def facts_path(self) -> Optional[str]:
+        return os.path.join(os.path.dirname(self.arrays_path), "facts.json") if self.arrays_path else None
 
     def arrays(self):
         import numpy as np
@@ -244,10 +249,12 @@ def check_facts(facts) -> None:
 def run_engines(engines: List[str], dtypes: List[str], workdir: str, jobs: Optional[int] = None,
                 timeout: float = DEFAULT_TIMEOUT, progress: Callable[[str], None] = lambda line: None,
                 parity: bool = True, scenarios: Optional[List[str]] = None, threads: int = 1,
-                timeouts: Optional[Dict[str, float]] = None) -> Dict[Tuple[str, str], EngineRun]:
+                timeouts: Optional[Dict[str, float]] = None,
+                skip: Optional[set] = None) -> Dict[Tuple[str, str], EngineRun]:
     """Run every (engine, dtype) pair; an engine that is not installed is reported, not run.
     ``parity=False`` skips the parity stages; ``scenarios`` limits the scenarios run;
-    ``threads`` is each framework's thread count; ``timeouts`` overrides ``timeout`` per engine."""
+    ``threads`` is each framework's thread count; ``timeouts`` overrides ``timeout`` per engine;
+    the (engine, dtype) pairs in ``skip`` are not run (the caller has them already)."""
     options = ([] if parity else ["--no-parity"]) + (["--scenarios", ",".join(scenarios)] if scenarios else [])
     timeouts = timeouts or {}
     runs: Dict[Tuple[str, str], EngineRun] = {}
@@ -256,6 +263,8 @@ def run_engines(engines: List[str], dtypes: List[str], workdir: str, jobs: Optio
         spec = ENGINES[engine]
         missing = spec.missing()
         for dtype in dtypes:
+            if skip and (engine, dtype) in skip:
+                continue
             if missing:
                 runs[(engine, dtype)] = EngineRun(
                     engine, dtype, "unavailable",

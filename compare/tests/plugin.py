@@ -31,6 +31,10 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: starts `compare` command lines or extra engine processes")
+    # the tests' `compare report` runs neither read nor fill the user's result cache
+    import tempfile
+
+    os.environ["COMPARE_CACHE_DIR"] = tempfile.mkdtemp(prefix="compare-test-cache-")
 
 
 def selected_engines(config):

@@ -79,12 +79,13 @@ def wait_until_gone(token: str, seconds: float = 10.0):
     return processes_with(token)
 
 
-def report(out, fault=None, faulty_timeout=None, engines=f"{HEALTHY},{FAULTY}", **kwargs):
+def report(out, fault=None, faulty_timeout=None, engines=f"{HEALTHY},{FAULTY}", extra=(), **kwargs):
     env = environment(out.parent / f"{out.name}-env", fault)
     args = [sys.executable, "-m", "compare", "report", "--out", str(out), "--engines", engines,
             "--dtype", "float32", "--timeout", str(HEALTHY_TIMEOUT), "--quiet"]
     if faulty_timeout:
         args += ["--timeout", f"{FAULTY}={faulty_timeout}"]
+    args += list(extra)
     return subprocess.run(args, capture_output=True, text=True, env=env, cwd=PACKAGE_PARENT, **kwargs)
 
 
@@ -186,7 +187,7 @@ def test_two_runs_give_identical_results_apart_from_timings(tmp_path):
     needs(HEALTHY, FAULTY)
     first, second = tmp_path / "one", tmp_path / "two"
     for out in (first, second):
-        done = report(out)
+        done = report(out, extra=["--fresh"])  # two real runs, not one run and its stored copy
         assert done.returncode == 0, done.stderr
     a = json.loads((first / "results.json").read_text())
     b = json.loads((second / "results.json").read_text())
