@@ -10,6 +10,7 @@ import re
 import subprocess
 import tempfile
 
+import numpy as np
 import pytest
 
 from compare.tests.locations import BASELINE
@@ -96,10 +97,11 @@ def test_every_html_link_resolves_and_verdicts_are_coloured(texts):
     assert re.search(r'<nav class="toc">.*href="#answers"', html)
 
 
-def test_first_screen_shows_the_answers(texts, tmp_path):
+def first_screen(html: str, tmp_path):
+    """The first 1280x900 screen of ``html`` in headless Chromium, as RGB pixels 0-255."""
     browser = chromium()
-    page = tmp_path / "report.html"
-    page.write_text(texts["report.html"], encoding="utf-8")
+    page = tmp_path / "page.html"
+    page.write_text(html, encoding="utf-8")
     shot = tmp_path / "first-screen.png"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}",
@@ -108,10 +110,14 @@ def test_first_screen_shows_the_answers(texts, tmp_path):
                          text=True, timeout=120)
     assert shot.exists(), out.stderr[-2000:]
     import matplotlib.image
-    import numpy as np
 
     pixels = np.round(matplotlib.image.imread(str(shot))[..., :3] * 255)
     assert pixels.shape[:2] == (900, 1280)
+    return pixels
+
+
+def test_first_screen_shows_the_answers(texts, tmp_path):
+    pixels = first_screen(texts["report.html"], tmp_path)
     answers = (np.abs(pixels - ANSWER_COLOUR) <= 2).all(axis=-1)
     rows = np.flatnonzero(answers.mean(axis=1) > 0.5)  # rows mostly covered by the answers' background
     assert rows.size, "the answers are not on the first screen"
@@ -120,3 +126,17 @@ def test_first_screen_shows_the_answers(texts, tmp_path):
     assert rows[-1] < 895, "the answers do not fit on the first screen"
     text = answers[rows[0]:rows[-1]]
     assert (~text).mean() > 0.05, "the answers' box is empty"
+
+
+def test_guide_first_screen_is_readable_and_starts_with_the_engines_and_the_finding(texts, tmp_path):
+    """The guide's HTML page: text on its first screen, in a column of readable width, and its
+    first sections are the engines that ran and the biggest finding."""
+    html = texts["guide.html"]
+    headings = re.findall(r"<h2[^>]*>(.*?)</h2>", html)
+    assert headings[:2] == ["Engines in this run", "The biggest finding: D.trainable = False and D's own train_on_batch"]
+    pixels = first_screen(html, tmp_path)
+    ink = (pixels < 200).any(axis=-1)  # anything darker than the page's background
+    assert ink.mean() > 0.03, "the guide's first screen is nearly blank"
+    columns = np.flatnonzero(ink.any(axis=0))
+    assert columns[0] > 40 and columns[-1] < 1240 and columns[-1] - columns[0] <= 1000, (
+        f"text spans columns {columns[0]}-{columns[-1]}: not a readable width")
