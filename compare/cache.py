@@ -20,6 +20,7 @@ import tempfile
 from typing import List, Optional
 
 from compare.engines import ENGINES
+from compare.runner import cpu_model
 
 PACKAGE = os.path.dirname(os.path.abspath(__file__))
 # what an engine process imports: the program, the recorder, the catalog and the engines; not
@@ -44,14 +45,6 @@ def source_digest() -> str:
             with open(file, "rb") as f:
                 h.update(f.read())
     return h.hexdigest()
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        return platform.processor()
 
 
 def key_fields(engine: str, dtype: str, threads: int, options: List[str]) -> dict:

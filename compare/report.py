@@ -43,7 +43,7 @@ def environment() -> dict:
             packages[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             packages[name] = None
-    from compare.runner import removed_variables
+    from compare.runner import cpu_model, removed_variables
 
     return {
         "python": platform.python_version(), "platform": platform.platform(),
@@ -53,18 +53,6 @@ def environment() -> dict:
         # the caller's variables the runner removed before starting the engines
         "removed_variables": removed_variables(),
     }
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else what the platform module says."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def clean(value):

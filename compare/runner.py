@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -58,6 +59,22 @@ CONTROLLED = ("PYTHONHASHSEED", "PYTHONWARNINGS", "PYTHONSTARTUP", "PYTHONINSPEC
 KEPT = ("COMPARE_FAULT_INJECT",)  # the tests' fault injection must reach the engine
 
 
+# the folder holding this copy of compare: every process we start imports the same one
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what the platform module says."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def controlled(name: str) -> bool:
     return name in CONTROLLED or name.startswith(CONTROLLED_PREFIXES)
 
@@ -83,9 +100,7 @@ def child_environment(engine: str, dtype: str, threads: int = 1) -> Dict[str, st
         "MPLBACKEND": "Agg",
     })
     env.update(ENGINES[engine].child_env(dtype, threads))
-    # the child imports this very copy of compare, installed or not
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
     return env
 
 
@@ -101,8 +116,7 @@ class Guardian:
         self.proc = subprocess.Popen([sys.executable, "-m", "compare.guardian"], stdin=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
                                      env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
-                                         os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                         os.environ.get("PYTHONPATH")]))),
+                                         PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))),
                                      start_new_session=True)
 
     @classmethod
