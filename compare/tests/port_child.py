@@ -29,8 +29,9 @@ def keras_pair(keras):
     return g, d
 
 
-def keras_side(folder: str) -> None:
-    """In the engine's process: port the parent's arrays in, export them back, and run both nets."""
+def keras_side(folder: str, builder: str = "compare.tests.port_child:keras_pair", **kwargs) -> None:
+    """In the engine's process: build the pair with ``builder`` ("module:function", called with
+    the keras module and ``kwargs``), port the parent's arrays in, export them back, and run both nets."""
     import importlib
 
     spec = ENGINES[os.environ["COMPARE_ENGINE"]]
@@ -40,7 +41,11 @@ def keras_side(folder: str) -> None:
         specs = {net: [port.TensorSpec.from_json(s) for s in v] for net, v in json.load(f).items()}
     arrays = dict(np.load(os.path.join(folder, "in.npz")))
     out = {}
-    for model, net, x in zip(keras_pair(keras), "GD", (arrays["x.G"], arrays["x.D"].transpose(0, 2, 3, 1))):
+    module, function = builder.split(":")
+    pair = getattr(importlib.import_module(module), function)(keras, **kwargs)
+    for model, net in zip(pair, "GD"):
+        x = arrays[f"x.{net}"]
+        x = x.transpose(0, 2, 3, 1) if x.ndim == 4 else x  # images and latents: NCHW -> NHWC
         assignment = port.keras_assignment(specs[net], model)
         port.keras_load(model, specs[net], assignment, arrays)
         out.update({f"port.{k}": v for k, v in port.keras_export(model, specs[net], assignment).items()})

@@ -12,24 +12,12 @@ import pytest
 
 from compare import port
 from compare.engines import ENGINES
-from compare.model import PARITY, param_shapes, state_shapes
+from compare.observe import INIT_CONFIGS
+from compare.tests.locations import BASELINE
 from compare.tests.plugin import KERAS_ENGINES
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
-
-
-class ToyG(nn.Module):
-    """The toy GAN's G with its modules named as the canonical names have them."""
-
-    def __init__(self):
-        super().__init__()
-        self.deconv = nn.ConvTranspose2d(100, 64, 6, 1, bias=False)
-        self.bn = nn.BatchNorm2d(64)
-        self.conv = nn.Conv2d(64, 3, 3, padding=1)
-
-    def forward(self, z):
-        return torch.tanh(self.conv(torch.relu(self.bn(self.deconv(z)))))
 
 
 class MixedG(nn.Module):
@@ -65,13 +53,23 @@ def mixed_d():
 
 
 def test_toy_names_are_the_canonical_ones():
-    specs = port.torch_specs("G", ToyG(), torch.zeros(2, 100, 1, 1))
-    expected = [n for n in list(param_shapes(PARITY)) + list(state_shapes()) if n.startswith("G.")]
-    assert sorted(s.name for s in specs) == sorted(expected)
-    assert {s.name: s.shape for s in specs if s.kind == "param"} == \
-        {n: s for n, s in param_shapes(PARITY).items() if n.startswith("G.")}
-    assert [s.name for s in specs if s.kind == "state"] == ["G.bn.moving_mean", "G.bn.moving_variance"]
-    assert all(s.torch_key in ToyG().state_dict() for s in specs)
+    """The toy GAN's derived names are the ones its recorded runs use (the shipped baseline), in
+    every configuration, and each names a tensor of the torch modules."""
+    from compare.models import toy
+
+    with open(BASELINE, encoding="utf-8") as f:
+        baseline = json.load(f)
+    for init, config in INIT_CONFIGS.items():
+        G, D = toy.build_torch(**toy.builder_args(config, "torch"))
+        specs = port.torch_specs("G", G, torch.zeros(2, *toy.LATENT_SHAPE)) + \
+            port.torch_specs("D", D, torch.zeros(2, *toy.IMAGE_SHAPE))
+        records = [r for r in baseline["results"] if r["init"] == init and r.get("tensors")]
+        assert records
+        for record in records:  # num_batches_tracked is PyTorch's own counter, not ported
+            names = {n for kinds in record["tensors"].values() for group in kinds.values() for n in group}
+            assert {s.name for s in specs} == {n for n in names if not n.endswith(".num_batches_tracked")}
+        state = {"G": G.state_dict(), "D": D.state_dict()}
+        assert all(s.torch_key in state[s.net] for s in specs)
 
 
 def test_execution_order_and_flatten_shape():
@@ -135,15 +133,15 @@ def test_torch_round_trip_is_bit_exact():
 
 # --- the Keras side, in each Keras engine's own process (it must not import torch)
 
-@pytest.mark.parametrize("engine", KERAS_ENGINES)
-def test_keras_port_round_trip_and_forward(engine, tmp_path):
+def check_keras_port(engine, folder, nets, inputs, builder="compare.tests.port_child:keras_pair", **kwargs):
+    """Port random weights from the torch ``nets`` into the Keras pair ``builder`` makes, in the
+    engine's own process: every tensor must come back bit for bit (rounded to float32), and
+    each net's inference output must match torch's within the float32 tolerance."""
     from compare.parity import TOLERANCE
     from compare.runner import child_environment
 
     if ENGINES[engine].missing():
         pytest.skip(f"{engine}: {ENGINES[engine].install}")
-    nets = {"G": MixedG(), "D": mixed_d()}
-    inputs = {"G": torch.randn(3, 5), "D": torch.randn(3, 3, 4, 4)}
     specs = {n: port.torch_specs(n, m, inputs[n]) for n, m in nets.items()}
     rng = np.random.default_rng(2)
     arrays = {}
@@ -152,13 +150,14 @@ def test_keras_port_round_trip_and_forward(engine, tmp_path):
                   else rng.uniform(-0.5, 0.5, s.shape) for s in specs[net]}
         port.torch_load(module, specs[net], values)
         arrays.update(values)
-    np.savez(tmp_path / "in.npz", **arrays, **{f"x.{n}": x.numpy().astype(np.float64) for n, x in inputs.items()})
-    (tmp_path / "specs.json").write_text(json.dumps({n: [s.to_json() for s in v] for n, v in specs.items()}))
+    np.savez(folder / "in.npz", **arrays, **{f"x.{n}": x.numpy().astype(np.float64) for n, x in inputs.items()})
+    (folder / "specs.json").write_text(json.dumps({n: [s.to_json() for s in v] for n, v in specs.items()}))
     env = dict(child_environment(engine, "float32"), COMPARE_ENGINE=engine)
     done = subprocess.run([sys.executable, "-c", f"from compare.tests.port_child import keras_side; "
-                           f"keras_side({str(tmp_path)!r})"], env=env, capture_output=True, text=True, timeout=300)
+                           f"keras_side({str(folder)!r}, {builder!r}, **{kwargs!r})"],
+                          env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    out = np.load(tmp_path / "out.npz")
+    out = np.load(folder / "out.npz")
     # every tensor comes back as it went in, rounded to float32 and nothing else
     for name, value in arrays.items():
         assert np.array_equal(out[f"port.{name}"], value.astype(np.float32).astype(np.float64)), name
@@ -168,6 +167,23 @@ def test_keras_port_round_trip_and_forward(engine, tmp_path):
             expected = module(inputs[net]).numpy()
         assert np.max(np.abs(out[f"y.{net}"] - expected)) <= TOLERANCE["float32"], net
     assert bool(out["torch imported"][0]) == (engine == "keras-torch")
+
+
+@pytest.mark.parametrize("engine", KERAS_ENGINES)
+def test_keras_port_round_trip_and_forward(engine, tmp_path):
+    check_keras_port(engine, tmp_path, {"G": MixedG(), "D": mixed_d()},
+                     {"G": torch.randn(3, 5), "D": torch.randn(3, 3, 4, 4)})
+
+
+@pytest.mark.parametrize("engine", KERAS_ENGINES)
+def test_dcgan64_keras_port_matches_torch(engine, tmp_path):
+    """The built-in DCGAN-64 pair, at small widths: its Keras port ('same' padding with a 4x4
+    kernel and stride 2) computes what the torch modules compute."""
+    from compare.models import dcgan64
+
+    nets = dict(zip("GD", dcgan64.build_torch(ngf=4, ndf=4)))
+    inputs = {"G": torch.randn(2, *dcgan64.LATENT_SHAPE), "D": torch.randn(2, *dcgan64.IMAGE_SHAPE)}
+    check_keras_port(engine, tmp_path, nets, inputs, "compare.models.dcgan64:build_keras", ngf=4, ndf=4)
 
 
 def test_keras_pairing_errors():
