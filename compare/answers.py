@@ -279,7 +279,7 @@ def answer_backends(results: dict, links: Links) -> str:
 
 
 def answer_parity(results: dict, links: Links) -> str:
-    from compare.model import PARITY
+    from compare.models.toy import PARITY
 
     checks = [r for r in results["parity"] if r["config"] == PARITY.name]
     failing = sorted({f"{r['engine']} {r['dtype']} {r['stage']}" for r in checks if not r["holds"]})

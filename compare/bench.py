@@ -53,7 +53,7 @@ from compare.runner import DEFAULT_TIMEOUT, child_environment, in_parallel, run_
 SCHEMA = "compare.bench/1"
 SIZES = ("toy", "dcgan64")
 SIZE_NOTES = {
-    "toy": "the toy GAN of compare.model, batch 8",
+    "toy": "the toy GAN of compare.models.toy, batch 8",
     "dcgan64": "the PyTorch DCGAN example (nz 100, ngf 64, ndf 64, 64x64x3 images, D ends in logits), batch 64",
 }
 TOLERANCE = 0.25  # a measured ratio "agrees" within 25 % of the predicted one

@@ -25,8 +25,8 @@ from compare.runner import cpu_model
 PACKAGE = os.path.dirname(os.path.abspath(__file__))
 # what an engine process imports: the program, the recorder, the catalog and the engines; not
 # the parent's rendering (report, html, guide, answers, diff), which never changes an observation
-CHILD_SOURCES = ("__init__.py", "child.py", "program.py", "observe.py", "model.py", "faults.py", "scenarios",
-                 "engines")
+CHILD_SOURCES = ("__init__.py", "child.py", "program.py", "observe.py", "models", "port.py", "faults.py",
+                 "scenarios", "engines")
 
 
 def folder() -> str:

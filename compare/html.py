@@ -13,7 +13,7 @@ from typing import Dict, List
 
 import markdown
 
-from compare.model import PARITY
+from compare.models.toy import PARITY
 from compare.program import STAGES
 
 STYLE = """

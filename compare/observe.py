@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import dataclasses
 import time
 import traceback
 from typing import Any, Dict, List, Optional, Tuple
@@ -19,16 +18,13 @@ import numpy as np
 
 from compare import faults
 from compare.engines.base import Arrays, Engine, grad_state
-from compare.model import ARTICLE, Config, initial_weights, make_batches, rounding_tensors
+from compare.models.toy import ARTICLE, ARTICLE_RANDOM, Config, initial_weights, make_batches, rounding_tensors
 
-INIT_CONFIGS = {
-    "constant": ARTICLE,
-    "random": dataclasses.replace(ARTICLE, name="article-random-init", init="random"),
-}
+INIT_CONFIGS = {"constant": ARTICLE, "random": ARTICLE_RANDOM}
 
 
 # A gradient of a bias before a training-mode BatchNorm is zero in exact arithmetic (see
-# ``compare.model.rounding_tensors``). In float32 on the toy nets it measured at most 5e-7
+# ``compare.models.toy.rounding_tensors``). In float32 on the toy nets it measured at most 5e-7
 # times the largest gradient of its network (random init; 4e-8 from the constant init);
 # where BN runs in inference mode, so that the gradient is real, at least 4e-5 times
 # (constant init) and 0.1 (random init). 2**-16 (1.5e-5) keeps noise 30 times below it,
@@ -117,6 +113,10 @@ class Context:
 
     def snapshot(self) -> Arrays:
         return self.engine.export(self.gan)
+
+    def tensor(self, name: str) -> np.ndarray:
+        """One tensor of G or D by canonical name ("G.bn.moving_mean"), float64, canonical layout."""
+        return self.engine.value(self.gan, name)
 
     def step(self, label: str, **extra) -> None:
         """Record which tensors changed since the previous step (and gradient slots, where kept)."""

@@ -15,7 +15,7 @@ from typing import Dict, Iterable, List, Optional
 import numpy as np
 
 from compare.engines import ENGINES, REFERENCE
-from compare.model import PARITY, PITFALLS, Config, bn_layers, bn_settings, initial_weights
+from compare.models.toy import PARITY, PITFALLS, Config, bn_layers, bn_settings, initial_weights
 from compare.program import STAGES, configs
 
 QUANTITIES = ("output", "loss", "gradient", "param", "state")

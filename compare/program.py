@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from compare.engines.base import Arrays, Engine
-from compare.model import BATCH, PARITY, PITFALLS, Config, initial_weights, make_batches
+from compare.models.toy import BATCH, PARITY, PITFALLS, Config, initial_weights, make_batches
 
 ITERATIONS = 10
 TRAJECTORY = 50  # the parity configuration keeps going, for the report's loss curves

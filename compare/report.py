@@ -28,7 +28,7 @@ from tabulate import tabulate
 
 import compare
 from compare.engines import ENGINES, REFERENCE
-from compare.model import PARITY, PITFALLS
+from compare.models.toy import PARITY, PITFALLS
 from compare.parity import RULES, TOLERANCE, pitfall_effects, summarise
 from compare.program import STAGES
 
@@ -790,7 +790,7 @@ def report_parts(results: dict, links: Links) -> Dict[str, str]:
     parts += [
         "## Parity with PyTorch",
         "",
-        "The toy GAN (the first article's architecture, `compare/model.py`) is built in every engine from the same "
+        "The toy GAN (the first article's architecture, `compare/models/toy`) is built in every engine from the same "
         "seeded numpy weights and fed the same numpy data. Stages, as in TensorFlow's guide on validating "
         "numerical equivalence: structure (names, shapes, weight-port round trip), forward passes of G and D in "
         "training and inference mode (with the BN state they leave), the gradients of one D loss and one G loss, "

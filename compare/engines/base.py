@@ -2,7 +2,7 @@
 
 An engine module is imported only inside its own child process, so it may import
 its framework at module level. Arrays cross the interface as float64 numpy arrays in
-canonical names and layouts (see ``compare.model``).
+canonical names and layouts (see ``compare.port``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from compare.model import Config
+from compare.models.toy import Config
 
 Arrays = Dict[str, np.ndarray]
 
@@ -39,6 +39,10 @@ class Engine:
     def trainable(self, gan: Any) -> Dict[str, Tuple[int, ...]]:
         """Canonical name and shape of every trainable tensor (the rest of export() is state)."""
         raise NotImplementedError
+
+    def value(self, gan: Any, name: str) -> np.ndarray:
+        """One tensor of G or D by canonical name, as export() gives it: how scenarios read one."""
+        return self.export(gan)[name]
 
     def forward(self, gan: Any, net: str, x: np.ndarray, training: bool) -> np.ndarray:
         """``net`` ("G" or "D") applied to canonical input ``x``; canonical output."""

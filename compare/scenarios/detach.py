@@ -28,12 +28,6 @@ def global_norm(grads):
     return float(np.sqrt(sum(np.sum(np.square(np.asarray(g, dtype=np.float64))) for g in grads if g is not None)))
 
 
-def as_list(tensor):
-    import numpy as np
-
-    return np.asarray(tensor).tolist()
-
-
 def backward_flops(counter):
     """The part of a FlopCounterMode's total spent in backward ops."""
     return sum(n for op, n in counter.get_flop_counts().get("Global", {}).items() if "backward" in str(op))
@@ -101,7 +95,7 @@ def reuse_with_detach_torch(ctx):
     ctx.record("G grad norm", global_norm([p.grad for p in G.parameters()]))
     ctx.record("FLOPs", flops.get_total_flops())
     ctx.record("backward FLOPs", backward_flops(flops))
-    ctx.record("G.bn.moving_mean", as_list(G.weights[1].running_mean))
+    ctx.record("G.bn.moving_mean", ctx.tensor("G.bn.moving_mean"))
 
 
 @reuse_with_detach.implement("keras-tensorflow", "tf-keras")
@@ -127,7 +121,7 @@ def reuse_with_detach_tape(ctx):
     ctx.step("optimizer_G.apply_gradients")
     del tape
     ctx.record("G grad norm", global_norm(g_grads))
-    ctx.record("G.bn.moving_mean", as_list(G.get_layer("bn").moving_mean))
+    ctx.record("G.bn.moving_mean", ctx.tensor("G.bn.moving_mean"))
 
 
 @reuse_with_detach.implement("keras-jax")
@@ -172,7 +166,7 @@ def reuse_with_detach_jax(ctx):
     ctx.optimizer_G.apply(g_grads, G.trainable_variables)
     ctx.step("optimizer_G.apply")
     ctx.record("G grad norm", global_norm(g_grads))
-    ctx.record("G.bn.moving_mean", as_list(G.get_layer("bn").moving_mean.value))
+    ctx.record("G.bn.moving_mean", ctx.tensor("G.bn.moving_mean"))
 
 
 @reuse_with_detach.implement("keras-torch")
@@ -206,7 +200,7 @@ def reuse_with_detach_keras_torch(ctx):
     ctx.record("G grad norm", global_norm(g_grads))
     ctx.record("FLOPs", flops.get_total_flops())
     ctx.record("backward FLOPs", backward_flops(flops))
-    ctx.record("G.bn.moving_mean", as_list(G.get_layer("bn").moving_mean))
+    ctx.record("G.bn.moving_mean", ctx.tensor("G.bn.moving_mean"))
 
 
 # --- detach.reuse_without_detach -----------------------------------------------------------
@@ -349,7 +343,7 @@ def retain_graph_torch(ctx):
     ctx.record("G grad norm", global_norm([p.grad for p in G.parameters()]))
     ctx.record("FLOPs", flops.get_total_flops())
     ctx.record("backward FLOPs", backward_flops(flops))
-    ctx.record("G.bn.moving_mean", as_list(G.weights[1].running_mean))
+    ctx.record("G.bn.moving_mean", ctx.tensor("G.bn.moving_mean"))
 
 
 @retain_graph.implement("keras-torch")
@@ -383,7 +377,7 @@ def retain_graph_keras_torch(ctx):
     ctx.record("G grad norm", global_norm(g_grads))
     ctx.record("FLOPs", flops.get_total_flops())
     ctx.record("backward FLOPs", backward_flops(flops))
-    ctx.record("G.bn.moving_mean", as_list(G.get_layer("bn").moving_mean))
+    ctx.record("G.bn.moving_mean", ctx.tensor("G.bn.moving_mean"))
 
 
 # --- detach.recompute_fake -----------------------------------------------------------------
@@ -431,7 +425,7 @@ def recompute_fake_torch(ctx):
     ctx.record("G grad norm", global_norm([p.grad for p in G.parameters()]))
     ctx.record("FLOPs", flops.get_total_flops())
     ctx.record("backward FLOPs", backward_flops(flops))
-    ctx.record("G.bn.moving_mean", as_list(G.weights[1].running_mean))
+    ctx.record("G.bn.moving_mean", ctx.tensor("G.bn.moving_mean"))
 
 
 @recompute_fake.implement("keras-tensorflow", "tf-keras")
@@ -457,7 +451,7 @@ def recompute_fake_tape(ctx):
     ctx.optimizer_G.apply_gradients(zip(g_grads, G.trainable_weights))
     ctx.step("optimizer_G.apply_gradients")
     ctx.record("G grad norm", global_norm(g_grads))
-    ctx.record("G.bn.moving_mean", as_list(G.get_layer("bn").moving_mean))
+    ctx.record("G.bn.moving_mean", ctx.tensor("G.bn.moving_mean"))
 
 
 @recompute_fake.implement("keras-jax")
@@ -495,7 +489,7 @@ def recompute_fake_jax(ctx):
     ctx.optimizer_G.apply(g_grads, G.trainable_variables)
     ctx.step("optimizer_G.apply")
     ctx.record("G grad norm", global_norm(g_grads))
-    ctx.record("G.bn.moving_mean", as_list(G.get_layer("bn").moving_mean.value))
+    ctx.record("G.bn.moving_mean", ctx.tensor("G.bn.moving_mean"))
 
 
 @recompute_fake.implement("keras-torch")
@@ -531,7 +525,7 @@ def recompute_fake_keras_torch(ctx):
     ctx.record("G grad norm", global_norm(g_grads))
     ctx.record("FLOPs", flops.get_total_flops())
     ctx.record("backward FLOPs", backward_flops(flops))
-    ctx.record("G.bn.moving_mean", as_list(G.get_layer("bn").moving_mean))
+    ctx.record("G.bn.moving_mean", ctx.tensor("G.bn.moving_mean"))
 
 
 # --- detach.no_detach_no_g_zero_grad -------------------------------------------------------

@@ -129,9 +129,8 @@ def g_loss_d_optimizer_torch(ctx):
     ctx.step("loss.backward()")
     ctx.optimizer_D.step()
     ctx.step("optimizer_D.step()")
-    state = D.state_dict()
-    ctx.record("D.bn.gamma", state["weights.1.weight"].tolist())
-    ctx.record("D.bn.beta", state["weights.1.bias"].tolist())
+    ctx.record("D.bn.gamma", ctx.tensor("D.bn.gamma"))
+    ctx.record("D.bn.beta", ctx.tensor("D.bn.beta"))
 
 
 @g_loss_d_optimizer.implement("keras-tensorflow", "tf-keras")
@@ -146,14 +145,13 @@ def g_loss_d_optimizer_tape(ctx):
     ctx.step("tape.gradient(loss, D.trainable_weights)")
     ctx.optimizer_D.apply_gradients(zip(grads, D.trainable_weights))
     ctx.step("optimizer_D.apply_gradients")
-    ctx.record("D.bn.gamma", D.get_layer("bn").gamma.numpy().tolist())
-    ctx.record("D.bn.beta", D.get_layer("bn").beta.numpy().tolist())
+    ctx.record("D.bn.gamma", ctx.tensor("D.bn.gamma"))
+    ctx.record("D.bn.beta", ctx.tensor("D.bn.beta"))
 
 
 @g_loss_d_optimizer.implement("keras-jax")
 def g_loss_d_optimizer_jax(ctx):
     import jax
-    import numpy as np
 
     G, D, loss_func = ctx.G, ctx.D, ctx.loss
     g_train = [v.value for v in G.trainable_variables]
@@ -171,8 +169,8 @@ def g_loss_d_optimizer_jax(ctx):
     ctx.step("jax.value_and_grad(g_loss) w.r.t. D's variables")
     ctx.optimizer_D.apply(grads, D.trainable_variables)
     ctx.step("optimizer_D.apply")
-    ctx.record("D.bn.gamma", np.asarray(D.get_layer("bn").gamma.value).tolist())
-    ctx.record("D.bn.beta", np.asarray(D.get_layer("bn").beta.value).tolist())
+    ctx.record("D.bn.gamma", ctx.tensor("D.bn.gamma"))
+    ctx.record("D.bn.beta", ctx.tensor("D.bn.beta"))
 
 
 @g_loss_d_optimizer.implement("keras-torch")
@@ -188,8 +186,8 @@ def g_loss_d_optimizer_keras_torch(ctx):
     with torch.no_grad():
         ctx.optimizer_D.apply([v.value.grad for v in D.trainable_weights], D.trainable_weights)
     ctx.step("optimizer_D.apply")
-    ctx.record("D.bn.gamma", D.get_layer("bn").gamma.numpy().tolist())
-    ctx.record("D.bn.beta", D.get_layer("bn").beta.numpy().tolist())
+    ctx.record("D.bn.gamma", ctx.tensor("D.bn.gamma"))
+    ctx.record("D.bn.beta", ctx.tensor("D.bn.beta"))
 
 
 d_step_leaves_g = register(Scenario(

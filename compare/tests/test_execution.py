@@ -3,7 +3,7 @@
 import pytest
 
 from compare.engines import ENGINES
-from compare.model import PARITY
+from compare.models.toy import PARITY
 from compare.program import configs
 from compare.tests.plugin import DTYPES, require_run
 

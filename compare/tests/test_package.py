@@ -23,7 +23,7 @@ def run_cli(*args, **kwargs):
 
 
 def test_importing_compare_imports_no_framework():
-    code = ("import sys, compare, compare.cli, compare.engines, compare.model, compare.parity, "
+    code = ("import sys, compare, compare.cli, compare.engines, compare.models.toy, compare.parity, "
             "compare.program, compare.report, compare.runner; "
             f"print([m for m in {FRAMEWORKS!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE_PARENT, check=True)

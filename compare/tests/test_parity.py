@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from compare import parity
-from compare.model import PARITY, PITFALLS
+from compare.models.toy import PARITY, PITFALLS
 from compare.engines import ENGINES, REFERENCE
 from compare.program import STAGES, configs
 from compare.tests.plugin import DTYPES, KERAS_ENGINES, require_run
@@ -85,13 +85,13 @@ def test_nan_and_inf_never_count_as_agreement():
 
 def test_variance_rule_predicts_a_known_case():
     """Two updates of D's 32-channel BN (batch variance 1, then 2), done by hand: torch keeps n/(n-1) times the batch variance."""
-    from compare.model import bn_layers
+    from compare.models.toy import bn_layers
 
     n = bn_layers()["D.bn"]
     batch = np.array([[1.0] * 32, [2.0] * 32])
     torch_pred = parity.predicted_moving_variance(PARITY, "D.bn", "torch", "unbiased", batch)
     keras_pred = parity.predicted_moving_variance(PARITY, "D.bn", "keras", "biased", batch)
-    from compare.model import initial_weights
+    from compare.models.toy import initial_weights
 
     r0 = initial_weights(PARITY)["D.bn.moving_variance"]
     m = PARITY.bn_momentum

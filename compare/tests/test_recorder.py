@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compare.model import ARTICLE, PARITY, param_shapes, rounding_tensors
+from compare.models.toy import ARTICLE, PARITY, rounding_tensors, specs
 from compare.observe import ROUNDING_BOUND, changed_tensors, digests, gradient_kinds
 from compare.runner import child_environment, removed_variables
 
@@ -16,7 +16,7 @@ ROUNDING = {"D.conv1.bias": "D.conv1.kernel"}
 def test_rounding_tensors_are_the_biases_that_feed_a_batchnorm():
     assert rounding_tensors(ARTICLE) == {"G.deconv.bias": "G.deconv.kernel", "D.conv1.bias": "D.conv1.kernel"}
     assert rounding_tensors(PARITY) == {}  # the parity nets have no bias before BN
-    assert set(rounding_tensors(ARTICLE)) <= set(param_shapes(ARTICLE))
+    assert set(rounding_tensors(ARTICLE)) <= {s.name for s in specs(ARTICLE) if s.kind == "param"}
 
 
 @pytest.mark.parametrize("noise", [0.0, 1e-12, -3e-9])

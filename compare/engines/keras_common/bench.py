@@ -13,8 +13,9 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from compare.engines.keras_common.engine import build_discriminator, build_generator, to_nhwc
-from compare.model import DCGAN_ADAM, DCGAN_NDF as NDF, DCGAN_NGF as NGF, DCGAN_NZ as NZ, PARITY, bench_batch
+from compare.engines.keras_common.engine import to_nhwc
+from compare.models import bench_batch, pair
+from compare.models.dcgan64 import ADAM
 
 
 def combined_cost(d_call_trains_d: bool, combined_call_trains_d: bool):
@@ -37,49 +38,14 @@ def combined_cost(d_call_trains_d: bool, combined_call_trains_d: bool):
     return flops, memory
 
 
-def leaky_relu(layers):
-    try:
-        return layers.LeakyReLU(negative_slope=0.2)  # Keras 3
-    except TypeError:
-        return layers.LeakyReLU(alpha=0.2)  # Keras 2
-
-
-def dcgan64_generator(keras):
-    """The PyTorch DCGAN example's G. 'same' with stride 2 pads differently from PyTorch's
-    padding=1 (values shift, shapes and FLOPs do not): irrelevant for timing."""
-    layers = keras.layers
-    stack = [keras.Input(shape=(1, 1, NZ)),
-             layers.Conv2DTranspose(NGF * 8, 4, strides=1, padding="valid", use_bias=False)]  # 4x4
-    for width in (NGF * 4, NGF * 2, NGF):  # 8, 16, 32
-        stack += [layers.BatchNormalization(momentum=0.9, epsilon=1e-5), layers.ReLU(),
-                  layers.Conv2DTranspose(width, 4, strides=2, padding="same", use_bias=False)]
-    stack += [layers.BatchNormalization(momentum=0.9, epsilon=1e-5), layers.ReLU(),
-              layers.Conv2DTranspose(3, 4, strides=2, padding="same", use_bias=False),  # 64x64
-              layers.Activation("tanh")]
-    return keras.Sequential(stack, name="G")
-
-
-def dcgan64_discriminator(keras):
-    layers = keras.layers
-    stack = [keras.Input(shape=(64, 64, 3)),
-             layers.Conv2D(NDF, 4, strides=2, padding="same", use_bias=False), leaky_relu(layers)]  # 32
-    for width in (NDF * 2, NDF * 4, NDF * 8):  # 16, 8, 4
-        stack += [layers.Conv2D(width, 4, strides=2, padding="same", use_bias=False),
-                  layers.BatchNormalization(momentum=0.9, epsilon=1e-5), leaky_relu(layers)]
-    stack += [layers.Conv2D(1, 4, strides=1, padding="valid", use_bias=False), layers.Flatten()]  # logits
-    return keras.Sequential(stack, name="D")
-
-
 class Gan:
-    """Fresh G, D, one Adam each and the batch, as backend tensors (NHWC)."""
+    """Fresh G, D (a built-in pair at its builders' defaults), one Adam each and the batch, as
+    backend tensors (NHWC)."""
 
     def __init__(self, bench: "KerasBench", size: str, seed: int = 0):
         keras = bench.keras
         keras.utils.set_random_seed(seed)
-        if size == "toy":
-            self.G, self.D = build_generator(keras, PARITY), build_discriminator(keras, PARITY)
-        else:
-            self.G, self.D = dcgan64_generator(keras), dcgan64_discriminator(keras)
+        self.G, self.D = pair(size).build_keras(keras)
         self.optimizer_G, self.optimizer_D = bench.adam(), bench.adam()
         self.loss = keras.losses.BinaryCrossentropy(from_logits=True)
         batch = bench_batch(size, seed + 1)
@@ -126,8 +92,7 @@ class KerasBench:
         return self.keras.ops.convert_to_tensor(x.astype("float32"))
 
     def adam(self):
-        return self.keras.optimizers.Adam(learning_rate=DCGAN_ADAM["lr"], beta_1=DCGAN_ADAM["beta_1"],
-                                          beta_2=DCGAN_ADAM["beta_2"])
+        return self.keras.optimizers.Adam(learning_rate=ADAM["lr"], beta_1=ADAM["beta_1"], beta_2=ADAM["beta_2"])
 
     def sync(self, out) -> None:
         float(np.asarray(out))  # a user's loss logging: waits for the step's result

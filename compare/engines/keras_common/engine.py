@@ -1,5 +1,5 @@
-"""What Keras 3 (any backend) and Keras 2 (``tf_keras``) share: the toy GAN as Keras
-Sequential models, the weight port, forward passes and the BN probe.
+"""What Keras 3 (any backend) and Keras 2 (``tf_keras``) share: the toy GAN's Keras models
+(``compare.models.toy``) ported through ``compare.port``, forward passes and the BN probe.
 
 A backend engine subclasses ``KerasEngine`` and writes only its gradient step, in its
 own idiom (GradientTape, jax.value_and_grad over stateless_call, torch backward).
@@ -12,56 +12,22 @@ from typing import Any, Dict
 
 import numpy as np
 
+from compare import port
 from compare.engines.base import Arrays, Engine
-from compare.model import Config, adam_epsilon, bn_settings
-
-# canonical (out, in, kh, kw) and transpose (in, out, kh, kw) kernels -> Keras (kh, kw, in, out)
-# and (kh, kw, out, in): the same axis permutation serves both.
-TO_KERAS_KERNEL = (2, 3, 1, 0)
-FROM_KERAS_KERNEL = (3, 2, 0, 1)
-
-
-def build_generator(keras, config: Config):
-    layers = keras.layers
-    momentum, eps = bn_settings(config, "keras")
-    return keras.Sequential([
-        keras.Input(shape=(1, 1, 100)),
-        layers.Conv2DTranspose(64, 6, strides=1, use_bias=config.bias_before_bn, name="deconv"),  # 1x1 -> 6x6
-        layers.BatchNormalization(momentum=momentum, epsilon=eps, name="bn"),
-        layers.ReLU(),
-        layers.Conv2D(3, 3, padding="same", name="conv"),  # stride 1, odd kernel: 'same' is symmetric
-        layers.Activation("tanh"),
-    ], name="G")
-
-
-def build_discriminator(keras, config: Config):
-    layers = keras.layers
-    momentum, eps = bn_settings(config, "keras")
-    if config.padding == "explicit":
-        # PyTorch's padding=1: one zero row/column on every side, then a 'valid' conv
-        conv1 = [layers.ZeroPadding2D(1), layers.Conv2D(32, 3, strides=2, padding="valid",
-                                                        use_bias=config.bias_before_bn, name="conv1")]
-    else:
-        # 'same' with stride 2 on an even size pads only bottom/right: shifted outputs
-        conv1 = [layers.Conv2D(32, 3, strides=2, padding="same", use_bias=config.bias_before_bn, name="conv1")]
-    tail = [layers.Activation("sigmoid")] if config.output == "sigmoid" else []
-    return keras.Sequential([
-        keras.Input(shape=(6, 6, 3)),
-        *conv1,  # 6x6 -> 3x3
-        layers.BatchNormalization(momentum=momentum, epsilon=eps, name="bn"),
-        layers.ReLU(),
-        layers.AveragePooling2D(3),  # 3x3 -> 1x1
-        layers.Conv2D(1, 1, name="conv2"),
-        *tail,
-        layers.Flatten(),
-    ], name="D")
+from compare.models import toy
+from compare.models.toy import Config, adam_epsilon, builder_args
 
 
 class KerasGan:
     def __init__(self, keras, config: Config):
         self.config = config
-        self.G = build_generator(keras, config)
-        self.D = build_discriminator(keras, config)
+        self.G, self.D = toy.build_keras(keras, **builder_args(config, "keras"))
+        specs = toy.specs(config)
+        self.specs = {net: [s for s in specs if s.net == net] for net in ("G", "D")}
+        self.assignment = {net: port.keras_assignment(self.specs[net], self.model(net)) for net in ("G", "D")}
+        # (spec, Keras variable) for every ported tensor of G and D, in spec order
+        self.variables = [(spec, port.keras_variable(self.model(net), self.assignment[net], spec.name))
+                          for net in ("G", "D") for spec in self.specs[net]]
         kwargs = dict(learning_rate=config.lr, beta_1=config.beta_1, beta_2=config.beta_2,
                       epsilon=adam_epsilon(config, "keras"))
         self.optimizer_G = keras.optimizers.Adam(**kwargs)
@@ -70,19 +36,6 @@ class KerasGan:
 
     def model(self, net: str):
         return self.G if net == "G" else self.D
-
-
-def keras_variable(gan: KerasGan, canonical: str):
-    net, layer, tensor = canonical.split(".")
-    return getattr(gan.model(net).get_layer(layer), tensor)
-
-
-def to_keras(canonical: str, value: np.ndarray) -> np.ndarray:
-    return value.transpose(TO_KERAS_KERNEL) if canonical.endswith(".kernel") else value
-
-
-def from_keras(canonical: str, value: np.ndarray) -> np.ndarray:
-    return value.transpose(FROM_KERAS_KERNEL) if canonical.endswith(".kernel") else value
 
 
 def to_nhwc(x: np.ndarray) -> np.ndarray:
@@ -111,27 +64,17 @@ class KerasEngine(Engine):
 
     def build(self, config: Config, weights: Arrays) -> KerasGan:
         gan = KerasGan(self.keras, config)
-        for name, value in weights.items():
-            variable = keras_variable(gan, name)
-            variable.assign(to_keras(name, value).astype(self.dtype))
+        for net in ("G", "D"):
+            port.keras_load(gan.model(net), gan.specs[net], gan.assignment[net], weights)
         return gan
 
-    def canonical_variables(self, gan: KerasGan):
-        """(canonical name, variable) for every variable of G and D."""
-        for net in ("G", "D"):
-            for layer in gan.model(net).layers:
-                for variable in layer.weights:
-                    tensor = variable.name.split("/")[-1].split(":")[0]
-                    yield f"{net}.{layer.name}.{tensor}", variable
-
     def export(self, gan: KerasGan) -> Arrays:
-        return {name: from_keras(name, np.array(v.numpy(), dtype=np.float64))
-                for name, v in self.canonical_variables(gan)}
+        return {name: value for net in ("G", "D")
+                for name, value in port.keras_export(gan.model(net), gan.specs[net], gan.assignment[net]).items()}
 
     def trainable(self, gan: KerasGan) -> Dict[str, tuple]:
         ids = {id(v) for net in ("G", "D") for v in gan.model(net).trainable_weights}
-        return {name: tuple(from_keras(name, np.zeros(tuple(v.shape))).shape)
-                for name, v in self.canonical_variables(gan) if id(v) in ids}
+        return {spec.name: spec.shape for spec, v in gan.variables if id(v) in ids}
 
     def inputs(self, batch: Arrays):
         """Real images (NHWC), latent vectors and labels as the backend's tensors."""
@@ -174,6 +117,6 @@ class KerasEngine(Engine):
         }
 
     def grads_to_canonical(self, gan: KerasGan, net: str, grads) -> Arrays:
-        names = {id(v): name for name, v in self.canonical_variables(gan)}
-        return {names[id(v)]: from_keras(names[id(v)], self.numpy(g))
+        specs = {id(v): spec for spec, v in gan.variables}
+        return {specs[id(v)].name: port.from_keras(specs[id(v)], self.numpy(g))
                 for v, g in zip(gan.model(net).trainable_weights, grads)}

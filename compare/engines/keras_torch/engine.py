@@ -48,8 +48,8 @@ class KerasTorchEngine(KerasEngine):
 
     def gradient_slots(self, gan):
         # every parameter, trainable now or not: a frozen layer's slot is part of the answer
-        return {name: None if v.value.grad is None else v.value.grad.cpu().numpy()
-                for name, v in self.canonical_variables(gan) if ".moving_" not in name}
+        return {spec.name: None if v.value.grad is None else v.value.grad.cpu().numpy()
+                for spec, v in gan.variables if spec.kind == "param"}
 
     def iteration(self, gan, batch, step: bool = True):
         errD_real, errD_fake, errG, d_grads, g_grads = torch_step(gan, *self.inputs(batch), step=step,

@@ -13,49 +13,19 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import nn
 
-from compare.model import DCGAN_ADAM, DCGAN_NDF as NDF, DCGAN_NGF as NGF, DCGAN_NZ as NZ, PARITY, bench_batch
-
-
-def dcgan64_generator() -> nn.Module:
-    """The PyTorch DCGAN example's G: 1x1 latent -> 64x64x3."""
-    return nn.Sequential(
-        nn.ConvTranspose2d(NZ, NGF * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(NGF * 8), nn.ReLU(True),  # 4x4
-        nn.ConvTranspose2d(NGF * 8, NGF * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF * 4), nn.ReLU(True),  # 8x8
-        nn.ConvTranspose2d(NGF * 4, NGF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF * 2), nn.ReLU(True),  # 16
-        nn.ConvTranspose2d(NGF * 2, NGF, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF), nn.ReLU(True),  # 32x32
-        nn.ConvTranspose2d(NGF, 3, 4, 2, 1, bias=False), nn.Tanh(),  # 64x64
-    )
-
-
-class Dcgan64Discriminator(nn.Module):
-    """The example's D, mirrored, ending in logits (BCEWithLogitsLoss) instead of a sigmoid."""
-
-    def __init__(self):
-        super().__init__()
-        self.main = nn.Sequential(
-            nn.Conv2d(3, NDF, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),  # 32x32
-            nn.Conv2d(NDF, NDF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 2), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(NDF * 2, NDF * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 4), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(NDF * 4, NDF * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 8), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(NDF * 8, 1, 4, 1, 0, bias=False),  # 4x4 -> 1x1
-        )
-
-    def forward(self, x):
-        return self.main(x).view(x.size(0), -1)
+from compare.models import bench_batch, pair
+from compare.models.dcgan64 import ADAM
 
 
 class Gan:
+    """Fresh G, D (a built-in pair at its builders' defaults), one Adam each and the batch."""
+
     def __init__(self, size: str, device: str, seed: int = 0):
         torch.manual_seed(seed)
-        if size == "toy":
-            from compare.engines.torch.engine import Discriminator, Generator
-
-            self.G, self.D = Generator(PARITY), Discriminator(PARITY)
-        else:
-            self.G, self.D = dcgan64_generator(), Dcgan64Discriminator()
+        self.G, self.D = pair(size).build_torch()
         self.G.to(device)
         self.D.to(device)
-        adam = dict(lr=DCGAN_ADAM["lr"], betas=(DCGAN_ADAM["beta_1"], DCGAN_ADAM["beta_2"]))
+        adam = dict(lr=ADAM["lr"], betas=(ADAM["beta_1"], ADAM["beta_2"]))
         self.optimizer_G = torch.optim.Adam(self.G.parameters(), **adam)
         self.optimizer_D = torch.optim.Adam(self.D.parameters(), **adam)
         self.loss = nn.BCEWithLogitsLoss()

@@ -8,68 +8,31 @@ import numpy as np
 import torch
 from torch import nn
 
+from compare import port
 from compare.engines.base import Arrays, Engine
-from compare.model import Config, adam_epsilon, bn_settings
-
-# canonical layer name -> index in the nn.Sequential of its network
-G_LAYERS = {"deconv": 0, "bn": 1, "conv": 3}
-D_LAYERS = {"conv1": 0, "bn": 1, "conv2": 4}
-TENSOR_NAMES = {  # canonical tensor -> torch attribute
-    "kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
-    "moving_mean": "running_mean", "moving_variance": "running_var",
-    "num_batches_tracked": "num_batches_tracked",
-}
-
-
-class Generator(nn.Module):
-    def __init__(self, config: Config):
-        super().__init__()
-        momentum, eps = bn_settings(config, "torch")
-        self.weights = nn.Sequential(
-            nn.ConvTranspose2d(100, 64, 6, 1, bias=config.bias_before_bn),  # 1x1 -> 6x6
-            nn.BatchNorm2d(64, eps=eps, momentum=momentum),
-            nn.ReLU(True),
-            nn.Conv2d(64, 3, 3, padding=1),
-            nn.Tanh(),
-        )
-
-    def forward(self, inputs):
-        return self.weights(inputs)
-
-
-class Discriminator(nn.Module):
-    def __init__(self, config: Config):
-        super().__init__()
-        momentum, eps = bn_settings(config, "torch")
-        layers = [
-            nn.Conv2d(3, 32, 3, 2, padding=1, bias=config.bias_before_bn),  # 6x6 -> 3x3
-            nn.BatchNorm2d(32, eps=eps, momentum=momentum),
-            nn.ReLU(True),
-            nn.AvgPool2d(3),  # 3x3 -> 1x1
-            nn.Conv2d(32, 1, 1),
-        ]
-        if config.output == "sigmoid":
-            layers.append(nn.Sigmoid())
-        self.weights = nn.Sequential(*layers)
-
-    def forward(self, inputs):
-        return self.weights(inputs).view(inputs.size(0), -1)
+from compare.models import toy
+from compare.models.toy import Config, adam_epsilon, builder_args
 
 
 class Gan:
     def __init__(self, config: Config, dtype: torch.dtype):
         self.config = config
-        self.G = Generator(config).to(dtype)
-        self.D = Discriminator(config).to(dtype)
+        G, D = toy.build_torch(**builder_args(config, "torch"))
+        self.G, self.D = G.to(dtype), D.to(dtype)
+        specs = toy.specs(config)
+        self.specs = {net: [s for s in specs if s.net == net] for net in ("G", "D")}
         eps = adam_epsilon(config, "torch")
         betas = (config.beta_1, config.beta_2)
         self.optimizer_G = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=betas, eps=eps)
         self.optimizer_D = torch.optim.Adam(self.D.parameters(), lr=config.lr, betas=betas, eps=eps)
         self.loss = nn.BCEWithLogitsLoss() if config.output == "logits" else nn.BCELoss()
         # The batch variances each BN normalises with: what the running-variance rule needs.
-        self.bn_batch_variances = {"G.bn": [], "D.bn": []}
-        for name, bn in (("G.bn", self.G.weights[1]), ("D.bn", self.D.weights[1])):
-            bn.register_forward_hook(self.recorder(name))
+        self.bn_batch_variances = {}
+        for spec in specs:
+            if spec.role == "moving_variance":
+                name = f"{spec.net}.{spec.layer}"
+                self.bn_batch_variances[name] = []
+                self.module(spec.net).get_submodule(spec.layer).register_forward_hook(self.recorder(name))
 
     def recorder(self, name: str):
         def hook(module, inputs, output):
@@ -80,6 +43,10 @@ class Gan:
 
     def module(self, net: str) -> nn.Module:
         return self.G if net == "G" else self.D
+
+    def names(self, net: str) -> Dict[str, str]:
+        """state_dict key -> canonical name, for every ported tensor of ``net``."""
+        return {spec.torch_key: spec.name for spec in self.specs[net]}
 
 
 def canonical_iteration(gan, real, z, y_real, y_fake, step: bool = True, keep_d_grads: bool = False):
@@ -105,26 +72,6 @@ def canonical_iteration(gan, real, z, y_real, y_fake, step: bool = True, keep_d_
     return errD_real, errD_fake, errG, d_grads
 
 
-def torch_key(canonical: str) -> str:
-    """'D.bn.moving_mean' -> 'weights.1.running_mean' (a key of D.state_dict())."""
-    net, layer, tensor = canonical.split(".")
-    index = (G_LAYERS if net == "G" else D_LAYERS)[layer]
-    return f"weights.{index}.{TENSOR_NAMES[tensor]}"
-
-
-def canonical_name(net: str, key: str) -> str:
-    _, index, attr = key.split(".")
-    layers = G_LAYERS if net == "G" else D_LAYERS
-    layer = next(name for name, i in layers.items() if i == int(index))
-    is_bn = layer == "bn"
-    tensor = {
-        "weight": "gamma" if is_bn else "kernel", "bias": "beta" if is_bn else "bias",
-        "running_mean": "moving_mean", "running_var": "moving_variance",
-        "num_batches_tracked": "num_batches_tracked",
-    }[attr]
-    return f"{net}.{layer}.{tensor}"
-
-
 class TorchEngine(Engine):
     id = "torch"
 
@@ -141,27 +88,23 @@ class TorchEngine(Engine):
     def build(self, config: Config, weights: Arrays) -> Gan:
         gan = Gan(config, self.dtype)
         for net in ("G", "D"):
-            module = gan.module(net)
-            state = module.state_dict()
-            for name, value in weights.items():
-                if name.startswith(net + "."):
-                    key = torch_key(name)
-                    state[key] = torch.as_tensor(value, dtype=state[key].dtype)
-            module.load_state_dict(state)
+            port.torch_load(gan.module(net), gan.specs[net], weights)
         return gan
 
     def export(self, gan: Gan) -> Arrays:
+        """The ported tensors, and PyTorch's own (num_batches_tracked) under ``<net>.<key>``,
+        in state_dict order."""
         out: Arrays = {}
         for net in ("G", "D"):
-            for key, value in gan.module(net).state_dict().items():
-                out[canonical_name(net, key)] = value.detach().cpu().numpy().astype(np.float64)
+            module, names = gan.module(net), gan.names(net)
+            ported = port.torch_export(module, gan.specs[net])
+            for key, value in module.state_dict().items():
+                out[names[key] if key in names else f"{net}.{key}"] = (
+                    ported[names[key]] if key in names else value.detach().cpu().numpy().astype(np.float64))
         return out
 
     def trainable(self, gan: Gan) -> Dict[str, Tuple[int, ...]]:
-        return {
-            canonical_name(net, key): tuple(p.shape)
-            for net in ("G", "D") for key, p in gan.module(net).named_parameters()
-        }
+        return {spec.name: spec.shape for net in ("G", "D") for spec in gan.specs[net] if spec.kind == "param"}
 
     def tensor(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(x, dtype=self.dtype)
@@ -172,7 +115,7 @@ class TorchEngine(Engine):
         return real, z, torch.ones(n, 1, dtype=self.dtype), torch.zeros(n, 1, dtype=self.dtype)
 
     def gradient_slots(self, gan: Gan):
-        return {canonical_name(net, n): None if p.grad is None else p.grad.numpy()
+        return {gan.names(net)[n]: None if p.grad is None else p.grad.numpy()
                 for net in ("G", "D") for n, p in gan.module(net).named_parameters()}
 
     def forward(self, gan: Gan, net: str, x: np.ndarray, training: bool) -> np.ndarray:
@@ -185,10 +128,9 @@ class TorchEngine(Engine):
 
     def iteration(self, gan: Gan, batch: Arrays, step: bool = True):
         errD_real, errD_fake, errG, d_grads = canonical_iteration(gan, *self.inputs(batch), step=step, keep_d_grads=True)
-        grads = {canonical_name("D", n): g.numpy().astype(np.float64) for n, g in d_grads.items()}
-        grads.update({
-            canonical_name("G", n): p.grad.numpy().astype(np.float64) for n, p in gan.G.named_parameters()
-        })
+        d_names, g_names = gan.names("D"), gan.names("G")
+        grads = {d_names[n]: g.numpy().astype(np.float64) for n, g in d_grads.items()}
+        grads.update({g_names[n]: p.grad.numpy().astype(np.float64) for n, p in gan.G.named_parameters()})
         losses = {"D_real": errD_real.item(), "D_fake": errD_fake.item(), "G": errG.item()}
         return losses, grads
 
