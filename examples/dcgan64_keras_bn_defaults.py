@@ -9,7 +9,6 @@ defaults. PyTorch's BatchNorm2d keeps momentum 0.1 (the weight of the new batch)
 from compare.models import dcgan64
 
 LATENT_SHAPE, IMAGE_SHAPE = dcgan64.LATENT_SHAPE, dcgan64.IMAGE_SHAPE
-OPTIMIZER = dcgan64.ADAM
 
 
 def build_torch(ngf=dcgan64.NGF, ndf=dcgan64.NDF):

@@ -11,7 +11,6 @@ from compare.check import surgery
 from compare.models import dcgan64
 
 LATENT_SHAPE, IMAGE_SHAPE = dcgan64.LATENT_SHAPE, dcgan64.IMAGE_SHAPE
-OPTIMIZER = dcgan64.ADAM
 
 
 def build_torch(ngf=dcgan64.NGF, ndf=dcgan64.NDF):

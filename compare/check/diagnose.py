@@ -8,15 +8,11 @@ Each cause is data plus small functions:
   the torch half runs where torch is, and travels to a Keras process as JSON;
 - ``suspect(torch, keras, context)`` says whether the two readings differ in a way that can
   move a training step;
-- ``switch(source, seen)`` gives the pair source (the user's module, or a copy) with that one
-  cause switched off, from the reading ``seen``. The check runs it again; only that run can
-  confirm the cause. ``switch`` gives the same source in every process, so a Keras
-  process and the torch process build the two halves of one counterfactual pair.
-
-A pair source has ``build_torch()``, ``build_keras(keras)``, ``LATENT_SHAPE`` and
-``IMAGE_SHAPE``, and may have ``OPTIMIZER`` (Adam's ``lr``, ``beta_1``, ``beta_2``, ``eps``,
-for both frameworks, or under "torch" and "keras" for each). A switch that changes a
-setting rather than a network sets ``OPTIMIZER``, ``DTYPE`` or ``D_OUTPUT`` on the copy.
+- ``switch(pair, seen)`` gives a copy of the pair (``compare.check.pairfile.Pair``) with
+  that one cause switched off, from the reading ``seen``: new builders, or new optimizer or
+  loss settings. The check runs it again; only that run can confirm the cause. ``switch``
+  gives the same copy in every process, so a Keras process and the torch process build the
+  two halves of one counterfactual pair from the same reading.
 """
 
 from __future__ import annotations
@@ -32,10 +28,8 @@ from compare.check import surgery
 from compare.check.surgery import NETS, KERAS_CONV, KERAS_SHAPE_ONLY, TORCH_BN, TORCH_CONV, TORCH_SHAPE_ONLY
 
 Reading = Dict[str, Any]
-
-# What each framework's Adam uses when a setting is not given.
-ADAM_DEFAULTS = {"torch": {"lr": 1e-3, "beta_1": 0.9, "beta_2": 0.999, "eps": 1e-8},
-                 "keras": {"lr": 1e-3, "beta_1": 0.9, "beta_2": 0.999, "eps": 1e-7}}
+ADAM_KEYS = ("lr", "beta_1", "beta_2", "eps")
+CONSTANTS = ("lr", "beta_1", "beta_2")
 # An epsilon this small changes no step, wherever it is added (sqrt(v) is far larger).
 NEGLIGIBLE_EPS = 1e-20
 
@@ -43,27 +37,21 @@ NEGLIGIBLE_EPS = 1e-20
 @dataclasses.dataclass(frozen=True)
 class Context:
     """What a reading needs besides the networks: shapes (PyTorch layout), the dtype the
-    check runs in and the source's settings."""
+    check runs in, and the pair's Adam settings and D's output ("logits" or "probabilities";
+    None: read from the networks) per framework."""
 
     latent_shape: Tuple[int, ...]
     image_shape: Tuple[int, ...]
     dtype: str = "float32"
-    optimizer: Any = None
+    optimizer: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)
+    d_output: Dict[str, Optional[str]] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def of(cls, source, dtype: str = "float32") -> "Context":
-        return cls(tuple(source.LATENT_SHAPE), tuple(source.IMAGE_SHAPE), dtype,
-                   getattr(source, "OPTIMIZER", None))
+    def of(cls, pair, dtype: str = "float32") -> "Context":
+        return cls(tuple(pair.latent_shape), tuple(pair.image_shape), dtype, dict(pair.optimizer), dict(pair.d_output))
 
     def input_shape(self, net: str) -> Tuple[int, ...]:
         return self.latent_shape if net == "G" else self.image_shape
-
-    def adam(self, side: str) -> Dict[str, float]:
-        """Adam's settings on one side: the source's, else the framework's defaults."""
-        given = dict(self.optimizer or {})
-        own = given.pop(side, {}) if isinstance(given.get(side), dict) else {}
-        given.pop("torch" if side == "keras" else "keras", None)
-        return {**ADAM_DEFAULTS[side], **given, **own}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,10 +72,10 @@ class Cause:
         return {"torch": seen_torch, "keras": seen_keras,
                 "suspect": bool(self.suspect(seen_torch, seen_keras, context))}
 
-    def switch(self, source, seen: dict):
-        """``source`` with this cause switched off, given what ``read`` saw; None where no
+    def switch(self, pair, seen: dict):
+        """a copy of ``pair`` with this cause switched off, given what ``read`` saw; None where no
         counterfactual can be built."""
-        return self.switch_off(source, seen)
+        return self.switch_off(pair, seen)
 
 
 def torch_layers(pair, context: Context) -> Dict[str, List[surgery.TorchLayer]]:
@@ -108,13 +96,13 @@ def by_net(seen_torch: Reading, seen_keras: Reading):
         yield from zip(seen_torch.get(net, []), seen_keras.get(net, []))
 
 
-def keras_edit(source, changes: Callable[[str], Dict[int, dict]]):
-    """``source`` whose Keras builder rebuilds each net with ``changes(net)`` (position among
+def keras_edit(pair, changes: Callable[[str], Dict[int, dict]]):
+    """a copy of ``pair`` whose Keras builder rebuilds each net with ``changes(net)`` (position among
     the leaf layers -> config values)."""
     def edit(net, model, keras):
         wanted = changes(net)
         return surgery.rebuild_layers(model, keras, wanted) if wanted else model
-    return surgery.derive(source, build_keras=surgery.keras_builder(source, edit))
+    return dataclasses.replace(pair, build_keras=surgery.keras_builder(pair, edit))
 
 
 # --- BatchNorm: momentum, epsilon, variance estimator
@@ -144,8 +132,8 @@ def epsilon_differs(t: Reading, k: Reading, context: Context) -> bool:
 def keras_bn_matching(key: str, value: Callable[[dict], Any]):
     """A switch that gives each Keras BN ``value`` of its torch counterpart as ``key``
     (a torch BN with a cumulative average, momentum None, has no Keras counterpart)."""
-    def switch(source, seen):
-        return keras_edit(source, lambda net: {b["index"]: {key: value(a)} for a, b in pairs(seen, net)
+    def switch(pair, seen):
+        return keras_edit(pair, lambda net: {b["index"]: {key: value(a)} for a, b in pairs(seen, net)
                                                if a["momentum"] is not None})
     return switch
 
@@ -222,24 +210,24 @@ def keep_biased_variance(bn) -> None:
     bn.register_forward_hook(after)
 
 
-def switch_estimator(source, seen):
+def switch_estimator(pair, seen):
     layers = {net: {a["layer"] for a, _ in pairs(seen, net)} for net in NETS}
 
     def edit(net, module):
         for path, sub in module.named_modules():
             if path in layers[net]:
                 keep_biased_variance(sub)
-    return surgery.derive(source, build_torch=surgery.torch_builder(source, edit))
+    return dataclasses.replace(pair, build_torch=surgery.torch_builder(pair, edit))
 
 
 # --- Adam: epsilon placement, constants
 
 def torch_adam(pair, context: Context) -> Reading:
-    return {**context.adam("torch"), "eps_added": "to sqrt(v) after bias correction"}
+    return {**context.optimizer["torch"], "epsilon_added": "to sqrt(v) after bias correction"}
 
 
 def keras_adam(pair, keras, context: Context) -> Reading:
-    reading = {**context.adam("keras"), "eps_added": "to sqrt(v) before bias correction"}
+    reading = {**context.optimizer["keras"], "epsilon_added": "to sqrt(v) before bias correction"}
     if context.dtype == "float64":
         # TensorFlow's cast takes a Python float through float32; measured, per backend
         ops = getattr(keras, "ops", None)
@@ -258,26 +246,23 @@ def float32_exact(value: float) -> bool:
 
 
 def constants_differ(t: Reading, k: Reading, context: Context) -> bool:
-    names = ("lr", "beta_1", "beta_2")
-    if any(t[n] != k[n] for n in names):
+    if any(t[n] != k[n] for n in CONSTANTS):
         return True
-    return bool(k.get("casts_constants_through_float32")) and not all(float32_exact(t[n]) for n in names)
+    return bool(k.get("casts_constants_through_float32")) and not all(float32_exact(t[n]) for n in CONSTANTS)
 
 
-def set_adam(source, seen, change: Callable[[str, Dict[str, float]], Dict[str, float]]):
-    optimizer = {side: change(side, {n: seen[side][n] for n in ("lr", "beta_1", "beta_2", "eps")})
-                 for side in ("torch", "keras")}
-    return surgery.derive(source, OPTIMIZER=optimizer)
+def set_adam(pair, seen, change: Callable[[Dict[str, float]], Dict[str, float]]):
+    return dataclasses.replace(pair, optimizer={
+        side: change({n: seen[side][n] for n in ADAM_KEYS}) for side in ("torch", "keras")})
 
 
-def switch_adam_eps(source, seen):
-    return set_adam(source, seen, lambda side, adam: {**adam, "eps": NEGLIGIBLE_EPS})
+def switch_adam_eps(pair, seen):
+    return set_adam(pair, seen, lambda adam: {**adam, "eps": NEGLIGIBLE_EPS})
 
 
-def switch_adam_constants(source, seen):
+def switch_adam_constants(pair, seen):
     # the torch side's constants, rounded to float32 numbers, on both sides
-    return set_adam(source, seen, lambda side, adam: {
-        **adam, **{n: float(np.float32(seen["torch"][n])) for n in ("lr", "beta_1", "beta_2")}})
+    return set_adam(pair, seen, lambda adam: {**adam, **{n: float(np.float32(seen["torch"][n])) for n in CONSTANTS}})
 
 
 # --- padding
@@ -357,7 +342,7 @@ def padding_differs(t: Reading, k: Reading, context: Context) -> bool:
     return any(True for net in NETS for _ in mismatched_convs(t, k, net))
 
 
-def switch_padding(source, seen):
+def switch_padding(pair, seen):
     """Each Keras conv whose padding differs is given torch's: explicit zero padding, then
     'valid' (a transposed conv: 'valid', then the crop torch's padding makes)."""
     def edit(net, model, keras):
@@ -379,7 +364,7 @@ def switch_padding(source, seen):
                 stack = [layers.ZeroPadding2D(pads, name=f"{layer.name}_pad"), conv]
             return keras.Sequential(stack, name=f"{layer.name}_explicit")
         return surgery.clone_keras(model, keras, explicit)
-    return surgery.derive(source, build_keras=surgery.keras_builder(source, edit))
+    return dataclasses.replace(pair, build_keras=surgery.keras_builder(pair, edit))
 
 
 # --- a bias before BN
@@ -412,15 +397,15 @@ def any_bias(t: Reading, k: Reading, context: Context) -> bool:
     return any(t.get(net) or k.get(net) for net in NETS)
 
 
-def switch_bias(source, seen):
+def switch_bias(pair, seen):
     """The bias removed on both sides: BN's batch mean cancels it in the forward pass, so
     only its gradient (rounding noise) and Adam's step on it change."""
     def torch_edit(net, module):
         for entry in seen["torch"].get(net, []):
             parent, name = surgery.torch_parent(module, entry["layer"])
             getattr(parent, name).register_parameter("bias", None)
-    source = surgery.derive(source, build_torch=surgery.torch_builder(source, torch_edit))
-    return keras_edit(source, lambda net: {e["index"]: {"use_bias": False}
+    pair = dataclasses.replace(pair, build_torch=surgery.torch_builder(pair, torch_edit))
+    return keras_edit(pair, lambda net: {e["index"]: {"use_bias": False}
                                            for e in seen["keras"].get(net, [])})
 
 
@@ -429,34 +414,33 @@ def switch_bias(source, seen):
 def torch_output(pair, context: Context) -> Reading:
     layers = [l for l in surgery.torch_layers(pair[1], context.image_shape) if l.type not in TORCH_SHAPE_ONLY]
     last = layers[-1] if layers else None
-    probabilities = last is not None and last.type == "Sigmoid"
-    return {"last_layer": last.path if last else None, "output": "probabilities" if probabilities else "logits",
-            "loss": "BCELoss" if probabilities else "BCEWithLogitsLoss"}
+    sigmoid = last is not None and last.type == "Sigmoid"
+    return {"last_layer": last.path if last else None, "sigmoid": sigmoid,
+            "loss": context.d_output.get("torch") or ("probabilities" if sigmoid else "logits")}
 
 
 def keras_output(pair, keras, context: Context) -> Reading:
     layers = [l for l in surgery.keras_layers(pair[1]) if l.type not in KERAS_SHAPE_ONLY]
     last = layers[-1] if layers else None
-    probabilities = last is not None and last.config.get("activation") == "sigmoid"
-    return {"last_layer": last.path if last else None, "index": last.index if last else None,
-            "output": "probabilities" if probabilities else "logits",
-            "loss": f"BinaryCrossentropy(from_logits={not probabilities})"}
+    sigmoid = last is not None and last.config.get("activation") == "sigmoid"
+    return {"last_layer": last.path if last else None, "index": last.index if last else None, "sigmoid": sigmoid,
+            "loss": context.d_output.get("keras") or ("probabilities" if sigmoid else "logits")}
 
 
 def probabilities(t: Reading, k: Reading, context: Context) -> bool:
     # each framework keeps log(p) finite its own way (torch clamps at -100, Keras clips p)
-    return "probabilities" in (t["output"], k["output"])
+    return "probabilities" in (t["loss"], k["loss"])
 
 
-def switch_output(source, seen):
+def switch_output(pair, seen):
     """D's final sigmoid dropped on both sides and BCE taken from logits."""
     def torch_edit(net, module):
-        if net == "D" and seen["torch"]["output"] == "probabilities":
+        if net == "D" and seen["torch"]["sigmoid"]:
             surgery.replace_torch(module, seen["torch"]["last_layer"], sys.modules["torch"].nn.Identity())
-    source = surgery.derive(source, build_torch=surgery.torch_builder(source, torch_edit), D_OUTPUT="logits")
+    pair = dataclasses.replace(pair, build_torch=surgery.torch_builder(pair, torch_edit),
+                               d_output={"torch": "logits", "keras": "logits"})
     last = seen["keras"]["index"]
-    return keras_edit(source, lambda net: {last: {"activation": "linear"}}
-                      if net == "D" and seen["keras"]["output"] == "probabilities" else {})
+    return keras_edit(pair, lambda net: {last: {"activation": "linear"}} if net == "D" and seen["keras"]["sigmoid"] else {})
 
 
 # --- the Flatten order
@@ -505,7 +489,7 @@ def flatten_differs(t: Reading, k: Reading, context: Context) -> bool:
     return any(a["ported_as"] != b["order"] for a, b in by_net(t, k))
 
 
-def switch_flatten(source, seen):
+def switch_flatten(pair, seen):
     """Keras flattens in the order the port laid the kernel out in: a Permute that moved
     channels first becomes the identity, a channels-first Flatten a channels-last one."""
     def changes(net):
@@ -518,7 +502,7 @@ def switch_flatten(source, seen):
             else:
                 wanted[b["flatten"]] = {"data_format": "channels_last"}
         return wanted
-    return keras_edit(source, changes)
+    return keras_edit(pair, changes)
 
 
 # --- training=True
@@ -560,12 +544,12 @@ def training_left_out(t: Reading, k: Reading, context: Context) -> bool:
     return any(t[net]["training"] and t[net]["bn"] and any(c != "True" for c in k[net]["calls"]) for net in NETS)
 
 
-def switch_training(source, seen):
+def switch_training(pair, seen):
     """training=True passed wherever the user's Keras step leaves it out."""
     def edit(net, model, keras):
         watch([model], default=True)
         return model
-    return surgery.derive(source, build_keras=surgery.keras_builder(source, edit))
+    return dataclasses.replace(pair, build_keras=surgery.keras_builder(pair, edit))
 
 
 # --- tensors left at their initial values
@@ -600,7 +584,7 @@ def untouched(t: Reading, k: Reading, context: Context) -> bool:
     return any(t.get(net) or k.get(net) for net in NETS)
 
 
-def no_switch(source, seen):
+def no_switch(pair, seen):
     """The port maps every tensor it has a rule for and fails on the rest, so nothing is
     left for a counterfactual to port."""
     return None
@@ -653,9 +637,11 @@ def not_float64(t: Reading, k: Reading, context: Context) -> bool:
             or k["BN computes on the float32 grid"])
 
 
-def switch_dtype(source, seen):
-    """Both sides run in float32, the precision the Keras side really computes in."""
-    return surgery.derive(source, DTYPE="float32")
+def switch_dtype(pair, seen):
+    """Both sides in float32, the precision the Keras side computes in. (Keras 3's
+    BatchNormalization computes in result_type(inputs, 'float32'), float32 on the JAX and
+    PyTorch backends whatever floatx is: no setting makes it compute in float64.)"""
+    return dataclasses.replace(pair, dtype="float32")
 
 
 CAUSES: List[Cause] = [
@@ -692,3 +678,21 @@ CAUSES: List[Cause] = [
 ]
 
 BY_ID = {cause.id: cause for cause in CAUSES}
+
+
+def read_torch_all(torch_pair, pair, dtype: str) -> Dict[str, Reading]:
+    """Every cause's torch reading (JSON), in the process that built the torch side."""
+    context = Context.of(pair, dtype)
+    return {cause.id: cause.read_torch(torch_pair, context) for cause in CAUSES}
+
+
+def read_all(torch_readings: Dict[str, Reading], keras_pair, keras, pair, dtype: str) -> Dict[str, dict]:
+    """Every cause's reading of both sides and whether it is a suspect, in a Keras process."""
+    context = Context.of(pair, dtype)
+    return {cause.id: cause.read(torch_readings[cause.id], keras_pair, keras, context) for cause in CAUSES}
+
+
+def switch(cause_id: str, pair, seen: dict):
+    """``pair`` with the cause ``cause_id`` switched off, from its reading ``seen`` (an
+    entry of ``read_all``); None where no counterfactual can be built."""
+    return BY_ID[cause_id].switch(pair, seen)

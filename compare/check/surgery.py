@@ -10,8 +10,7 @@ original's (a Keras layer that gains an explicit padding becomes a nested model
 from __future__ import annotations
 
 import sys
-import types
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -75,12 +74,19 @@ def replace_torch(module, path: str, new) -> None:
     setattr(parent, name, new)
 
 
-def torch_builder(source, edit: Callable[[str, Any], Any]) -> Callable[[], Tuple[Any, Any]]:
-    """``source.build_torch`` followed by ``edit(net, module)`` on each network."""
-    def build_torch():
-        nets = source.build_torch()
-        return tuple(edit(net, module) or module for net, module in zip(NETS, nets))
-    return build_torch
+def edited(nets, edit: Callable[..., Any], *args) -> Tuple[Any, Any]:
+    """Each of (G, D) after ``edit(net, model, *args)``: what it returns, or the model itself
+    (edited in place) where it returns None."""
+    out = []
+    for net, model in zip(NETS, nets):
+        new = edit(net, model, *args)
+        out.append(model if new is None else new)
+    return tuple(out)
+
+
+def torch_builder(pair, edit: Callable[[str, Any], Any]) -> Callable[[], Tuple[Any, Any]]:
+    """``pair.build_torch()`` followed by ``edit(net, module)`` on each network."""
+    return lambda: edited(pair.build_torch(), edit)
 
 
 # --- Keras
@@ -111,12 +117,9 @@ def nested(layer) -> bool:
     return isinstance(getattr(layer, "layers", None), list) and bool(layer.layers)
 
 
-def keras_builder(source, edit: Callable[[str, Any, Any], Any]) -> Callable[[Any], Tuple[Any, Any]]:
-    """``source.build_keras(keras)`` followed by ``edit(net, model, keras)`` on each network."""
-    def build_keras(keras):
-        nets = source.build_keras(keras)
-        return tuple(edit(net, model, keras) or model for net, model in zip(NETS, nets))
-    return build_keras
+def keras_builder(pair, edit: Callable[[str, Any, Any], Any]) -> Callable[[Any], Tuple[Any, Any]]:
+    """``pair.build_keras(keras)`` followed by ``edit(net, model, keras)`` on each network."""
+    return lambda keras: edited(pair.build_keras(keras), edit, keras)
 
 
 def clone_keras(model, keras, edit: Callable[[Any, dict], Any]):
@@ -150,10 +153,3 @@ def rebuild_layers(model, keras, changes: Dict[int, Dict[str, Any]]):
 def on_float32_grid(values: np.ndarray) -> bool:
     """Every value a float32 number: what a float64 tensor computed in float32 looks like."""
     return bool(np.all(values == values.astype(np.float32).astype(np.float64)))
-
-
-def derive(source, **changes) -> types.SimpleNamespace:
-    """A copy of a pair source (the user's module or a namespace) with ``changes`` applied."""
-    values = {name: getattr(source, name) for name in dir(source) if not name.startswith("__")}
-    values.update(changes)
-    return types.SimpleNamespace(**values)

@@ -1,0 +1,284 @@
+"""The known causes of a divergence: what each reads from a faithful and from a mistaken pair,
+and that each switch changes exactly its own setting.
+
+The pairs are the DCGAN-64 pair and the mistaken example ports at widths 4 (the same
+architecture, small). Keras runs in this process on the PyTorch backend, which is the
+one backend that has both frameworks at hand; the readings are of configurations and
+layer graphs, the same on every backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from compare.tests.locations import repository
+
+torch = pytest.importorskip("torch")
+
+EXAMPLES = {  # example file -> the cause its mistake is
+    "dcgan64_keras_bn_defaults": ("bn-momentum", "bn-epsilon"),
+    "dcgan64_same_padding": ("same-padding",),
+    "dcgan64_bias_before_bn": ("bias-before-bn",),
+    "dcgan64_bce_probabilities": ("bce-probabilities",),
+}
+WIDTH = 4
+# what every pair with a BatchNorm shows: PyTorch keeps the unbiased variance, Keras the biased
+INTRINSIC = {"bn-variance-estimator"}
+
+
+@pytest.fixture(scope="module")
+def keras():
+    if "keras" not in sys.modules:
+        saved = os.environ.get("KERAS_BACKEND")
+        os.environ["KERAS_BACKEND"] = "torch"
+        try:
+            module = pytest.importorskip("keras")
+        finally:
+            os.environ.pop("KERAS_BACKEND") if saved is None else os.environ.update(KERAS_BACKEND=saved)
+    module = sys.modules["keras"]
+    if not hasattr(module, "ops"):
+        pytest.skip("needs Keras 3")
+    module.backend.set_floatx("float32")
+    return module
+
+
+def small(module, path):
+    """The pair a FILE.py defines, at widths ``WIDTH``."""
+    from compare.check import pairfile
+
+    pair = pairfile.from_module(path, module)
+    return dataclasses.replace(pair, build_torch=functools.partial(module.build_torch, WIDTH, WIDTH),
+                               build_keras=functools.partial(module.build_keras, ngf=WIDTH, ndf=WIDTH))
+
+
+def example(name):
+    path = os.path.join(repository(), "examples", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"compare_example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return small(module, path)
+
+
+def faithful():
+    from compare.models import dcgan64
+
+    return small(dcgan64, dcgan64.__file__)
+
+
+def read(pair, keras, dtype="float32"):
+    from compare.check import diagnose
+
+    torch_pair, keras_pair = pair.build_torch(), pair.build_keras(keras)
+    torch_readings = json.loads(json.dumps(diagnose.read_torch_all(torch_pair, pair, dtype)))  # as it travels
+    return diagnose.read_all(torch_readings, keras_pair, keras, pair, dtype)
+
+
+def suspects(readings):
+    return {cause for cause, reading in readings.items() if reading["suspect"]}
+
+
+def test_faithful_pair_suspects_only_what_every_pair_has(keras):
+    readings = read(faithful(), keras)
+    assert suspects(readings) == INTRINSIC
+    assert readings["bn-variance-estimator"]["torch"]["estimator"] == "unbiased"
+    assert readings["bn-variance-estimator"]["keras"]["estimator"] == "biased"
+    for t, k in zip(readings["bn-momentum"]["torch"]["G"], readings["bn-momentum"]["keras"]["G"]):
+        assert k["momentum"] == 1 - t["momentum"] and k["epsilon"] == t["eps"]
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_mistaken_example_suspects_its_cause(keras, name):
+    readings = read(example(name), keras)
+    assert suspects(readings) == INTRINSIC | set(EXAMPLES[name])
+
+
+def test_readings_show_the_mistakes(keras):
+    defaults = keras.layers.BatchNormalization().get_config()
+    bn = read(example("dcgan64_keras_bn_defaults"), keras)["bn-momentum"]
+    assert {(b["momentum"], b["epsilon"]) for net in "GD" for b in bn["keras"][net]} == {
+        (defaults["momentum"], defaults["epsilon"])}
+    padding = read(example("dcgan64_same_padding"), keras)["same-padding"]
+    first_t, first_k = padding["torch"]["D"][0], padding["keras"]["D"][0]
+    from compare.check.diagnose import keras_pads, torch_pads
+
+    assert torch_pads(first_t) == [(1, 1), (1, 1)] and keras_pads(first_t, first_k) == [(0, 1), (0, 1)]
+    bias = read(example("dcgan64_bias_before_bn"), keras)["bias-before-bn"]
+    assert [e["bn"] for e in bias["torch"]["D"]] == ["main.3", "main.6", "main.9"]
+    assert len(bias["keras"]["D"]) == 3 and len(bias["torch"]["G"]) == len(bias["keras"]["G"]) == 4
+    output = read(example("dcgan64_bce_probabilities"), keras)["bce-probabilities"]
+    assert output["torch"]["loss"] == output["keras"]["loss"] == "probabilities"
+
+
+SWITCHED = [(name, cause) for name, causes in sorted(EXAMPLES.items()) for cause in causes] + [
+    ("dcgan64_bias_before_bn", "bn-variance-estimator")]
+
+
+@pytest.mark.parametrize("name,cause", SWITCHED)
+def test_switch_changes_exactly_its_cause(keras, name, cause):
+    from compare.check import diagnose
+
+    pair = example(name)
+    before = read(pair, keras)
+    switched = diagnose.switch(cause, pair, before[cause])
+    after = read(switched, keras)
+    assert not after[cause]["suspect"]
+    for other in diagnose.CAUSES:
+        if other.id == cause:
+            continue
+        assert after[other.id]["suspect"] == before[other.id]["suspect"], other.id
+        if not {cause, other.id} <= BN_SETTINGS:  # these read one another's settings
+            assert settings(after[other.id]) == settings(before[other.id]), other.id
+
+
+BN_SETTINGS = {"bn-momentum", "bn-epsilon", "bn-variance-estimator"}
+KERAS_NAMES = ("layer", "last_layer", "bn", "index", "flatten", "permute")
+
+
+def settings(reading):
+    """A reading without Keras layer names and positions (automatic names differ from one
+    build to the next, and an explicit padding layer moves the positions after it)."""
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in KERAS_NAMES}
+        return [strip(v) for v in value] if isinstance(value, list) else value
+    return {"torch": reading["torch"], "keras": strip(reading["keras"]), "suspect": reading["suspect"]}
+
+
+def ported(pair, keras):
+    """The pair built on both sides with torch's weights ported to Keras."""
+    from compare import port
+
+    torch_pair, keras_pair = pair.build_torch(), pair.build_keras(keras)
+    for net, module, model, shape in zip("GD", torch_pair, keras_pair, (pair.latent_shape, pair.image_shape)):
+        specs = port.torch_specs(net, module, torch.zeros((2, *shape)))
+        port.keras_load(model, specs, port.keras_assignment(specs, model), port.torch_export(module, specs))
+    return torch_pair, keras_pair
+
+
+def forward_difference(pair, keras, net="D", training=True):
+    """Largest |torch - Keras| of ``net``'s output (NCHW) on one random batch, in float32."""
+    torch_pair, keras_pair = ported(pair, keras)
+    shape = pair.image_shape if net == "D" else pair.latent_shape
+    x = np.random.default_rng(0).uniform(-1, 1, (4, *shape)).astype(np.float32)
+    module, model = torch_pair["GD".index(net)].train(training), keras_pair["GD".index(net)]
+    with torch.no_grad():
+        expected = module(torch.as_tensor(x)).numpy()
+    got = keras.ops.convert_to_numpy(model(x.transpose(0, 2, 3, 1), training=training))
+    if got.ndim == 4:
+        got = got.transpose(0, 3, 1, 2)
+    return float(np.max(np.abs(expected - got.reshape(expected.shape))))
+
+
+@pytest.mark.parametrize("name,cause,net", [("dcgan64_same_padding", "same-padding", "D"),
+                                            ("dcgan64_keras_bn_defaults", "bn-epsilon", "G")])
+def test_switch_removes_the_forward_difference(keras, name, cause, net):
+    from compare.check import diagnose
+    from compare.parity import TOLERANCE
+
+    pair = example(name)
+    assert forward_difference(pair, keras, net) > 100 * TOLERANCE["float32"]
+    switched = diagnose.switch(cause, pair, read(pair, keras)[cause])
+    assert forward_difference(switched, keras, net) <= TOLERANCE["float32"]
+
+
+def test_switches_keep_every_tensor_name_but_the_removed_biases(keras):
+    from compare import port
+    from compare.check import diagnose
+
+    def names(pair):
+        nets = pair.build_torch()
+        return {s.name for net, m, shape in zip("GD", nets, (pair.latent_shape, pair.image_shape))
+                for s in port.torch_specs(net, m, torch.zeros((2, *shape)))}
+
+    for name, cause in SWITCHED:
+        pair = example(name)
+        removed = names(pair) - names(diagnose.switch(cause, pair, read(pair, keras)[cause]))
+        biases = {f"{net}.{e['layer']}.bias" for net in "GD" for e in read(pair, keras)["bias-before-bn"]["torch"][net]}
+        assert removed == (biases if cause == "bias-before-bn" else set()), (name, cause)
+
+
+def test_adam_switches_change_only_their_settings(keras):
+    from compare.check import diagnose
+
+    pair = dataclasses.replace(faithful(), optimizer={
+        "torch": {"lr": 2e-4, "beta_1": 0.5, "beta_2": 0.999, "eps": 1e-8},
+        "keras": {"lr": 2e-4, "beta_1": 0.5, "beta_2": 0.999, "eps": 1e-7}})
+    readings = read(pair, keras, "float64")
+    assert readings["adam-epsilon"]["suspect"]
+    eps_off = diagnose.switch("adam-epsilon", pair, readings["adam-epsilon"])
+    assert eps_off.optimizer == {side: {**pair.optimizer[side], "eps": diagnose.NEGLIGIBLE_EPS}
+                                 for side in ("torch", "keras")}
+    constants = diagnose.switch("adam-constants", pair, readings["adam-constants"])
+    for side in ("torch", "keras"):
+        assert constants.optimizer[side]["eps"] == pair.optimizer[side]["eps"]
+        assert constants.optimizer[side]["beta_2"] == float(np.float32(0.999)) != 0.999
+        assert constants.optimizer[side]["lr"] == float(np.float32(2e-4))
+
+
+def test_training_flag_is_read_from_the_calls_and_switched_on(keras):
+    from compare.check import diagnose
+
+    pair = faithful()
+    torch_pair, keras_pair = pair.build_torch(), pair.build_keras(keras)
+    diagnose.watch(keras_pair)
+    z = np.zeros((2, 1, 1, pair.latent_shape[0]), dtype=np.float32)
+    keras_pair[1](keras_pair[0](z))  # a user's step that leaves training out
+    context = diagnose.Context.of(pair)
+    cause = diagnose.BY_ID["training-flag"]
+    reading = cause.read(torch_pair, keras_pair, keras, context)
+    assert reading["suspect"] and reading["keras"]["G"]["calls"] == ["None"]
+    switched = cause.switch(pair, reading)
+    G, D = switched.build_keras(keras)
+    before = keras.ops.convert_to_numpy(G.layers[1].moving_mean).copy()
+    G(np.random.default_rng(0).standard_normal(z.shape).astype(np.float32))  # training left out again
+    assert not np.array_equal(keras.ops.convert_to_numpy(G.layers[1].moving_mean), before)  # BN trained
+    watched = cause.read(torch_pair, (G, D), keras, context)
+    assert watched["keras"]["G"]["calls"] == ["None"]  # what the user's code passed, recorded as passed
+
+
+def test_flatten_order_is_read_from_the_keras_graph(keras):
+    from compare.check import diagnose
+
+    pair = example("dcgan64_dense_nhwc")
+    readings = read(pair, keras)
+    flatten = readings["flatten-order"]
+    assert flatten["torch"]["D"][0]["features"] == [WIDTH * 8, 4, 4]
+    assert flatten["keras"]["D"][0]["order"] == "HWC" == flatten["torch"]["D"][0]["ported_as"]
+    assert not flatten["suspect"]
+    assert forward_difference(pair, keras, "D") <= 1e-5  # the port permutes the Dense kernel's rows
+
+    def channels_first(net, model, keras):  # a Keras D that flattens C, H, W
+        if net != "D":
+            return None
+        by_id = diagnose.surgery.at_positions(model, {flatten["keras"]["D"][0]["flatten"]: True})
+        return diagnose.surgery.clone_keras(model, keras, lambda layer, config: keras.Sequential(
+            [keras.layers.Permute((3, 1, 2)), keras.layers.Flatten()], name="chw") if id(layer) in by_id else None)
+
+    permuted = dataclasses.replace(pair, build_keras=diagnose.surgery.keras_builder(pair, channels_first))
+    seen = read(permuted, keras)["flatten-order"]
+    assert seen["suspect"] and seen["keras"]["D"][0]["order"] == "CHW"
+    assert forward_difference(permuted, keras, "D") > 1e-3
+    fixed = diagnose.switch("flatten-order", permuted, seen)
+    assert not read(fixed, keras)["flatten-order"]["suspect"]
+    assert forward_difference(fixed, keras, "D") <= 1e-5
+
+
+def test_float64_reading_measures_the_computed_precision(keras):
+    """Keras 3 on the PyTorch backend keeps float64 variables but normalises in float32."""
+    pair = faithful()
+    keras.backend.set_floatx("float64")
+    try:
+        seen = read(pair, keras, "float64")["float64-not-computed"]
+    finally:
+        keras.backend.set_floatx("float32")
+    promotes = keras.backend.result_type("float64", "float32") == "float32"
+    assert seen["keras"]["BN computes on the float32 grid"] == promotes
+    assert seen["suspect"] == promotes
