@@ -1,0 +1,1 @@
+"""Checking a user's own PyTorch GAN against its Keras port."""

@@ -1,0 +1,34 @@
+"""A Dense-headed D: the DCGAN-64 pair with D's last 4x4 conv replaced by a flatten and a
+linear layer to one logit. PyTorch flattens the (C, H, W) activation channel by channel;
+Keras's Flatten flattens (H, W, C) position by position, so the Dense kernel's rows must
+be permuted when the weights move between them.
+
+    python -m compare check examples/dcgan64_dense_nhwc.py
+"""
+
+from compare.check import surgery
+from compare.models import dcgan64
+
+LATENT_SHAPE, IMAGE_SHAPE = dcgan64.LATENT_SHAPE, dcgan64.IMAGE_SHAPE
+OPTIMIZER = dcgan64.ADAM
+
+
+def build_torch(ngf=dcgan64.NGF, ndf=dcgan64.NDF):
+    from torch import nn
+
+    G, D = dcgan64.build_torch(ngf, ndf)
+    last = len(D.main) - 1
+    D.main[last] = nn.Sequential(nn.Flatten(), nn.Linear(ndf * 8 * 4 * 4, 1))
+    return G, D
+
+
+def build_keras(keras, ngf=dcgan64.NGF, ndf=dcgan64.NDF):
+    G, D = dcgan64.build_keras(keras, ngf, ndf)
+    last = [l for l in surgery.keras_layers(D) if l.type == "Conv2D"][-1]
+    by_id = surgery.at_positions(D, {last.index: True})
+
+    def head(layer, config):
+        if id(layer) in by_id:  # flattens NHWC: the Keras default
+            return keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(1)], name="head")
+        return None
+    return G, surgery.clone_keras(D, keras, head)
