@@ -200,8 +200,17 @@ def render_html(results: dict, parts: Dict[str, str], pages: Dict[str, str]) -> 
             + ('<h2 id="plots">Plots</h2>\n' + "\n".join(figures) + "\n" if figures else "")
             + convert(parts["rest"])
             + ('\n<h2 id="scenario-details">Scenario details</h2>\n' + details if details else ""))
-    body = colour_verdicts(body)
+    return wrap("compare: PyTorch and Keras GAN semantics", colour_verdicts(body))
+
+
+def wrap(title: str, body: str) -> str:
+    """``body`` as one self-contained page in the report's style, its sections linked at the top."""
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            "<title>compare: PyTorch and Keras GAN semantics</title>"
+            f"<title>{title}</title>"
             f"<style>{STYLE}</style></head><body>\n{toc(body)}\n<main>\n{body}\n</main>\n</body></html>\n")
+
+
+def markdown_page(title: str, text: str) -> str:
+    """A Markdown page in the report's style."""
+    return wrap(title, colour_verdicts(markdown.markdown(text, extensions=["tables", "fenced_code", "toc"])))

@@ -81,7 +81,14 @@ def predicted_moving_variance(config: Config, layer: str, framework: str, estima
     weight_new = momentum if framework == "torch" else 1 - momentum  # Keras counts the other way
     n = bn_layers()[layer]
     factor = n / (n - 1) if estimator == "unbiased" else 1.0
-    value = initial_moving_variance(config, layer)
+    return replay_moving_variance(initial_moving_variance(config, layer), weight_new, factor, batch_variances)
+
+
+def replay_moving_variance(initial: np.ndarray, weight_new: float, factor: float,
+                           batch_variances) -> np.ndarray:
+    """A moving variance after a BN layer saw ``batch_variances`` (biased), each weighted by
+    ``weight_new`` and scaled by ``factor`` (n / (n - 1) for the unbiased estimator)."""
+    value = initial
     for batch_variance in batch_variances:
         value = (1 - weight_new) * value + weight_new * factor * batch_variance
     return value
