@@ -16,7 +16,7 @@ from compare.check.pairfile import Pair, PairError
 
 def context(pair: Pair, dtype: str) -> diagnose.Context:
     """The settings the check really runs with (Adam's as resolved for each framework)."""
-    return diagnose.Context(pair.latent_shape, pair.image_shape, dtype, dict(pair.optimizer))
+    return diagnose.Context.of(pair, dtype)
 
 
 def torch_readings(pair: Pair, nets, dtype: str) -> Dict[str, dict]:
