@@ -8,11 +8,12 @@ Each cause is data plus small functions:
   the torch half runs where torch is, and travels to a Keras process as JSON;
 - ``suspect(torch, keras, context)`` says whether the two readings differ in a way that can
   move a training step;
-- ``switch(pair, seen)`` gives a copy of the pair (``compare.check.pairfile.Pair``) with
-  that one cause switched off, from the reading ``seen``: new builders, or new optimizer or
-  loss settings. The check runs it again; only that run can confirm the cause. ``switch``
-  gives the same copy in every process, so a Keras process and the torch process build the
-  two halves of one counterfactual pair from the same reading.
+- ``switch(source, seen)`` gives a copy of the pair's source (FILE.py's module: see
+  ``compare.check.pairfile``) with that one cause switched off, from the reading ``seen``:
+  new builders, or new ``OPTIMIZER``, ``D_OUTPUT`` or ``DTYPE`` settings. The check runs it
+  again; only that run can confirm the cause. ``switch`` gives the same copy in every
+  process, so a Keras process and the torch process build the two halves of one
+  counterfactual pair from the same reading.
 """
 
 from __future__ import annotations
@@ -72,10 +73,10 @@ class Cause:
         return {"torch": seen_torch, "keras": seen_keras,
                 "suspect": bool(self.suspect(seen_torch, seen_keras, context))}
 
-    def switch(self, pair, seen: dict):
-        """a copy of ``pair`` with this cause switched off, given what ``read`` saw; None where no
+    def switch(self, source, seen: dict):
+        """A copy of ``source`` with this cause switched off, given what ``read`` saw; None where no
         counterfactual can be built."""
-        return self.switch_off(pair, seen)
+        return self.switch_off(source, seen)
 
 
 def torch_layers(pair, context: Context) -> Dict[str, List[surgery.TorchLayer]]:
@@ -96,13 +97,13 @@ def by_net(seen_torch: Reading, seen_keras: Reading):
         yield from zip(seen_torch.get(net, []), seen_keras.get(net, []))
 
 
-def keras_edit(pair, changes: Callable[[str], Dict[int, dict]]):
-    """a copy of ``pair`` whose Keras builder rebuilds each net with ``changes(net)`` (position among
+def keras_edit(source, changes: Callable[[str], Dict[int, dict]]):
+    """A copy of ``source`` whose Keras builder rebuilds each net with ``changes(net)`` (position among
     the leaf layers -> config values)."""
     def edit(net, model, keras):
         wanted = changes(net)
         return surgery.rebuild_layers(model, keras, wanted) if wanted else model
-    return dataclasses.replace(pair, build_keras=surgery.keras_builder(pair, edit))
+    return surgery.derive(source, build_keras=surgery.keras_builder(source, edit))
 
 
 # --- BatchNorm: momentum, epsilon, variance estimator
@@ -132,8 +133,8 @@ def epsilon_differs(t: Reading, k: Reading, context: Context) -> bool:
 def keras_bn_matching(key: str, value: Callable[[dict], Any]):
     """A switch that gives each Keras BN ``value`` of its torch counterpart as ``key``
     (a torch BN with a cumulative average, momentum None, has no Keras counterpart)."""
-    def switch(pair, seen):
-        return keras_edit(pair, lambda net: {b["index"]: {key: value(a)} for a, b in pairs(seen, net)
+    def switch(source, seen):
+        return keras_edit(source, lambda net: {b["index"]: {key: value(a)} for a, b in pairs(seen, net)
                                                if a["momentum"] is not None})
     return switch
 
@@ -210,14 +211,14 @@ def keep_biased_variance(bn) -> None:
     bn.register_forward_hook(after)
 
 
-def switch_estimator(pair, seen):
+def switch_estimator(source, seen):
     layers = {net: {a["layer"] for a, _ in pairs(seen, net)} for net in NETS}
 
     def edit(net, module):
         for path, sub in module.named_modules():
             if path in layers[net]:
                 keep_biased_variance(sub)
-    return dataclasses.replace(pair, build_torch=surgery.torch_builder(pair, edit))
+    return surgery.derive(source, build_torch=surgery.torch_builder(source, edit))
 
 
 # --- Adam: epsilon placement, constants
@@ -251,18 +252,18 @@ def constants_differ(t: Reading, k: Reading, context: Context) -> bool:
     return bool(k.get("casts_constants_through_float32")) and not all(float32_exact(t[n]) for n in CONSTANTS)
 
 
-def set_adam(pair, seen, change: Callable[[Dict[str, float]], Dict[str, float]]):
-    return dataclasses.replace(pair, optimizer={
+def set_adam(source, seen, change: Callable[[Dict[str, float]], Dict[str, float]]):
+    return surgery.derive(source, OPTIMIZER={
         side: change({n: seen[side][n] for n in ADAM_KEYS}) for side in ("torch", "keras")})
 
 
-def switch_adam_eps(pair, seen):
-    return set_adam(pair, seen, lambda adam: {**adam, "eps": NEGLIGIBLE_EPS})
+def switch_adam_eps(source, seen):
+    return set_adam(source, seen, lambda adam: {**adam, "eps": NEGLIGIBLE_EPS})
 
 
-def switch_adam_constants(pair, seen):
+def switch_adam_constants(source, seen):
     # the torch side's constants, rounded to float32 numbers, on both sides
-    return set_adam(pair, seen, lambda adam: {**adam, **{n: float(np.float32(seen["torch"][n])) for n in CONSTANTS}})
+    return set_adam(source, seen, lambda adam: {**adam, **{n: float(np.float32(seen["torch"][n])) for n in CONSTANTS}})
 
 
 # --- padding
@@ -342,7 +343,7 @@ def padding_differs(t: Reading, k: Reading, context: Context) -> bool:
     return any(True for net in NETS for _ in mismatched_convs(t, k, net))
 
 
-def switch_padding(pair, seen):
+def switch_padding(source, seen):
     """Each Keras conv whose padding differs is given torch's: explicit zero padding, then
     'valid' (a transposed conv: 'valid', then the crop torch's padding makes)."""
     def edit(net, model, keras):
@@ -364,7 +365,7 @@ def switch_padding(pair, seen):
                 stack = [layers.ZeroPadding2D(pads, name=f"{layer.name}_pad"), conv]
             return keras.Sequential(stack, name=f"{layer.name}_explicit")
         return surgery.clone_keras(model, keras, explicit)
-    return dataclasses.replace(pair, build_keras=surgery.keras_builder(pair, edit))
+    return surgery.derive(source, build_keras=surgery.keras_builder(source, edit))
 
 
 # --- a bias before BN
@@ -397,15 +398,15 @@ def any_bias(t: Reading, k: Reading, context: Context) -> bool:
     return any(t.get(net) or k.get(net) for net in NETS)
 
 
-def switch_bias(pair, seen):
+def switch_bias(source, seen):
     """The bias removed on both sides: BN's batch mean cancels it in the forward pass, so
     only its gradient (rounding noise) and Adam's step on it change."""
     def torch_edit(net, module):
         for entry in seen["torch"].get(net, []):
             parent, name = surgery.torch_parent(module, entry["layer"])
             getattr(parent, name).register_parameter("bias", None)
-    pair = dataclasses.replace(pair, build_torch=surgery.torch_builder(pair, torch_edit))
-    return keras_edit(pair, lambda net: {e["index"]: {"use_bias": False}
+    source = surgery.derive(source, build_torch=surgery.torch_builder(source, torch_edit))
+    return keras_edit(source, lambda net: {e["index"]: {"use_bias": False}
                                            for e in seen["keras"].get(net, [])})
 
 
@@ -432,15 +433,14 @@ def probabilities(t: Reading, k: Reading, context: Context) -> bool:
     return "probabilities" in (t["loss"], k["loss"])
 
 
-def switch_output(pair, seen):
+def switch_output(source, seen):
     """D's final sigmoid dropped on both sides and BCE taken from logits."""
     def torch_edit(net, module):
         if net == "D" and seen["torch"]["sigmoid"]:
             surgery.replace_torch(module, seen["torch"]["last_layer"], sys.modules["torch"].nn.Identity())
-    pair = dataclasses.replace(pair, build_torch=surgery.torch_builder(pair, torch_edit),
-                               d_output={"torch": "logits", "keras": "logits"})
+    source = surgery.derive(source, build_torch=surgery.torch_builder(source, torch_edit), D_OUTPUT="logits")
     last = seen["keras"]["index"]
-    return keras_edit(pair, lambda net: {last: {"activation": "linear"}} if net == "D" and seen["keras"]["sigmoid"] else {})
+    return keras_edit(source, lambda net: {last: {"activation": "linear"}} if net == "D" and seen["keras"]["sigmoid"] else {})
 
 
 # --- the Flatten order
@@ -489,7 +489,7 @@ def flatten_differs(t: Reading, k: Reading, context: Context) -> bool:
     return any(a["ported_as"] != b["order"] for a, b in by_net(t, k))
 
 
-def switch_flatten(pair, seen):
+def switch_flatten(source, seen):
     """Keras flattens in the order the port laid the kernel out in: a Permute that moved
     channels first becomes the identity, a channels-first Flatten a channels-last one."""
     def changes(net):
@@ -502,7 +502,7 @@ def switch_flatten(pair, seen):
             else:
                 wanted[b["flatten"]] = {"data_format": "channels_last"}
         return wanted
-    return keras_edit(pair, changes)
+    return keras_edit(source, changes)
 
 
 # --- training=True
@@ -544,12 +544,12 @@ def training_left_out(t: Reading, k: Reading, context: Context) -> bool:
     return any(t[net]["training"] and t[net]["bn"] and any(c != "True" for c in k[net]["calls"]) for net in NETS)
 
 
-def switch_training(pair, seen):
+def switch_training(source, seen):
     """training=True passed wherever the user's Keras step leaves it out."""
     def edit(net, model, keras):
         watch([model], default=True)
         return model
-    return dataclasses.replace(pair, build_keras=surgery.keras_builder(pair, edit))
+    return surgery.derive(source, build_keras=surgery.keras_builder(source, edit))
 
 
 # --- tensors left at their initial values
@@ -637,11 +637,11 @@ def not_float64(t: Reading, k: Reading, context: Context) -> bool:
             or k["BN computes on the float32 grid"])
 
 
-def switch_dtype(pair, seen):
+def switch_dtype(source, seen):
     """Both sides in float32, the precision the Keras side computes in. (Keras 3's
     BatchNormalization computes in result_type(inputs, 'float32'), float32 on the JAX and
     PyTorch backends whatever floatx is: no setting makes it compute in float64.)"""
-    return dataclasses.replace(pair, dtype="float32")
+    return surgery.derive(source, DTYPE="float32")
 
 
 CAUSES: List[Cause] = [
@@ -692,7 +692,7 @@ def read_all(torch_readings: Dict[str, Reading], keras_pair, keras, pair, dtype:
     return {cause.id: cause.read(torch_readings[cause.id], keras_pair, keras, context) for cause in CAUSES}
 
 
-def switch(cause_id: str, pair, seen: dict):
-    """``pair`` with the cause ``cause_id`` switched off, from its reading ``seen`` (an
+def switch(cause_id: str, source, seen: dict):
+    """``source`` with the cause ``cause_id`` switched off, from its reading ``seen`` (an
     entry of ``read_all``); None where no counterfactual can be built."""
-    return BY_ID[cause_id].switch(pair, seen)
+    return BY_ID[cause_id].switch(source, seen)

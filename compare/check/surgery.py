@@ -10,6 +10,7 @@ original's (a Keras layer that gains an explicit padding becomes a nested model
 from __future__ import annotations
 
 import sys
+import types
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -84,9 +85,9 @@ def edited(nets, edit: Callable[..., Any], *args) -> Tuple[Any, Any]:
     return tuple(out)
 
 
-def torch_builder(pair, edit: Callable[[str, Any], Any]) -> Callable[[], Tuple[Any, Any]]:
-    """``pair.build_torch()`` followed by ``edit(net, module)`` on each network."""
-    return lambda: edited(pair.build_torch(), edit)
+def torch_builder(source, edit: Callable[[str, Any], Any]) -> Callable[[], Tuple[Any, Any]]:
+    """``source.build_torch()`` followed by ``edit(net, module)`` on each network."""
+    return lambda: edited(source.build_torch(), edit)
 
 
 # --- Keras
@@ -117,9 +118,9 @@ def nested(layer) -> bool:
     return isinstance(getattr(layer, "layers", None), list) and bool(layer.layers)
 
 
-def keras_builder(pair, edit: Callable[[str, Any, Any], Any]) -> Callable[[Any], Tuple[Any, Any]]:
-    """``pair.build_keras(keras)`` followed by ``edit(net, model, keras)`` on each network."""
-    return lambda keras: edited(pair.build_keras(keras), edit, keras)
+def keras_builder(source, edit: Callable[[str, Any, Any], Any]) -> Callable[[Any], Tuple[Any, Any]]:
+    """``source.build_keras(keras)`` followed by ``edit(net, model, keras)`` on each network."""
+    return lambda keras: edited(source.build_keras(keras), edit, keras)
 
 
 def clone_keras(model, keras, edit: Callable[[Any, dict], Any]):
@@ -153,3 +154,10 @@ def rebuild_layers(model, keras, changes: Dict[int, Dict[str, Any]]):
 def on_float32_grid(values: np.ndarray) -> bool:
     """Every value a float32 number: what a float64 tensor computed in float32 looks like."""
     return bool(np.all(values == values.astype(np.float32).astype(np.float64)))
+
+
+def derive(source, **changes) -> types.SimpleNamespace:
+    """A copy of a pair source (FILE.py's module, or a copy) with ``changes`` applied."""
+    values = {name: getattr(source, name) for name in dir(source) if not name.startswith("__")}
+    values.update(changes)
+    return types.SimpleNamespace(**values)

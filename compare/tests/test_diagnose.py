@@ -9,9 +9,7 @@ layer graphs, the same on every backend.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import importlib.util
 import json
 import os
 import sys
@@ -30,6 +28,7 @@ EXAMPLES = {  # example file -> the cause its mistake is
     "dcgan64_bce_probabilities": ("bce-probabilities",),
 }
 WIDTH = 4
+WIDTHS = "COMPARE_DCGAN_WIDTHS"  # examples/dcgan64.py's widths, which every mistaken example shares
 # what every pair with a BatchNorm shows: PyTorch keeps the unbiased variance, Keras the biased
 INTRINSIC = {"bn-variance-estimator"}
 
@@ -50,35 +49,43 @@ def keras():
     return module
 
 
-def small(module, path):
-    """The pair a FILE.py defines, at widths ``WIDTH``."""
+def example(name):
+    """The source examples/``name``.py is (its module), at widths ``WIDTH``."""
     from compare.check import pairfile
 
-    pair = pairfile.from_module(path, module)
-    return dataclasses.replace(pair, build_torch=functools.partial(module.build_torch, WIDTH, WIDTH),
-                               build_keras=functools.partial(module.build_keras, ngf=WIDTH, ndf=WIDTH))
-
-
-def example(name):
-    path = os.path.join(repository(), "examples", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"compare_example_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return small(module, path)
+    saved = os.environ.get(WIDTHS)
+    os.environ[WIDTHS] = f"{WIDTH},{WIDTH}"
+    sys.modules.pop("dcgan64", None)  # the examples' neighbour, read with the widths set now
+    try:
+        return pairfile.load(os.path.join(repository(), "examples", f"{name}.py"))
+    finally:
+        os.environ.pop(WIDTHS) if saved is None else os.environ.update({WIDTHS: saved})
 
 
 def faithful():
-    from compare.models import dcgan64
-
-    return small(dcgan64, dcgan64.__file__)
+    return example("dcgan64")
 
 
-def read(pair, keras, dtype="float32"):
+def pair_of(source):
+    from compare.check import pairfile
+
+    return pairfile.from_module("a test's pair", source)
+
+
+def read(source, keras, dtype="float32"):
+    """Every cause's reading of the pair ``source`` defines, the torch half sent as JSON."""
     from compare.check import diagnose
 
+    pair = pair_of(source)
     torch_pair, keras_pair = pair.build_torch(), pair.build_keras(keras)
     torch_readings = json.loads(json.dumps(diagnose.read_torch_all(torch_pair, pair, dtype)))  # as it travels
     return diagnose.read_all(torch_readings, keras_pair, keras, pair, dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def readings_of(name, keras):
+    """An example's readings, once per session (they are data)."""
+    return read(example(name), keras)
 
 
 def suspects(readings):
@@ -96,24 +103,23 @@ def test_faithful_pair_suspects_only_what_every_pair_has(keras):
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_mistaken_example_suspects_its_cause(keras, name):
-    readings = read(example(name), keras)
-    assert suspects(readings) == INTRINSIC | set(EXAMPLES[name])
+    assert suspects(readings_of(name, keras)) == INTRINSIC | set(EXAMPLES[name])
 
 
 def test_readings_show_the_mistakes(keras):
     defaults = keras.layers.BatchNormalization().get_config()
-    bn = read(example("dcgan64_keras_bn_defaults"), keras)["bn-momentum"]
+    bn = readings_of("dcgan64_keras_bn_defaults", keras)["bn-momentum"]
     assert {(b["momentum"], b["epsilon"]) for net in "GD" for b in bn["keras"][net]} == {
         (defaults["momentum"], defaults["epsilon"])}
-    padding = read(example("dcgan64_same_padding"), keras)["same-padding"]
+    padding = readings_of("dcgan64_same_padding", keras)["same-padding"]
     first_t, first_k = padding["torch"]["D"][0], padding["keras"]["D"][0]
     from compare.check.diagnose import keras_pads, torch_pads
 
     assert torch_pads(first_t) == [(1, 1), (1, 1)] and keras_pads(first_t, first_k) == [(0, 1), (0, 1)]
-    bias = read(example("dcgan64_bias_before_bn"), keras)["bias-before-bn"]
+    bias = readings_of("dcgan64_bias_before_bn", keras)["bias-before-bn"]
     assert [e["bn"] for e in bias["torch"]["D"]] == ["main.3", "main.6", "main.9"]
     assert len(bias["keras"]["D"]) == 3 and len(bias["torch"]["G"]) == len(bias["keras"]["G"]) == 4
-    output = read(example("dcgan64_bce_probabilities"), keras)["bce-probabilities"]
+    output = readings_of("dcgan64_bce_probabilities", keras)["bce-probabilities"]
     assert output["torch"]["loss"] == output["keras"]["loss"] == "probabilities"
 
 
@@ -125,9 +131,8 @@ SWITCHED = [(name, cause) for name, causes in sorted(EXAMPLES.items()) for cause
 def test_switch_changes_exactly_its_cause(keras, name, cause):
     from compare.check import diagnose
 
-    pair = example(name)
-    before = read(pair, keras)
-    switched = diagnose.switch(cause, pair, before[cause])
+    before = readings_of(name, keras)
+    switched = diagnose.switch(cause, example(name), before[cause])
     after = read(switched, keras)
     assert not after[cause]["suspect"]
     for other in diagnose.CAUSES:
@@ -152,10 +157,11 @@ def settings(reading):
     return {"torch": reading["torch"], "keras": strip(reading["keras"]), "suspect": reading["suspect"]}
 
 
-def ported(pair, keras):
+def ported(source, keras):
     """The pair built on both sides with torch's weights ported to Keras."""
     from compare import port
 
+    pair = pair_of(source)
     torch_pair, keras_pair = pair.build_torch(), pair.build_keras(keras)
     for net, module, model, shape in zip("GD", torch_pair, keras_pair, (pair.latent_shape, pair.image_shape)):
         specs = port.torch_specs(net, module, torch.zeros((2, *shape)))
@@ -163,10 +169,10 @@ def ported(pair, keras):
     return torch_pair, keras_pair
 
 
-def forward_difference(pair, keras, net="D", training=True):
+def forward_difference(source, keras, net="D", training=True):
     """Largest |torch - Keras| of ``net``'s output (NCHW) on one random batch, in float32."""
-    torch_pair, keras_pair = ported(pair, keras)
-    shape = pair.image_shape if net == "D" else pair.latent_shape
+    torch_pair, keras_pair = ported(source, keras)
+    shape = source.IMAGE_SHAPE if net == "D" else source.LATENT_SHAPE
     x = np.random.default_rng(0).uniform(-1, 1, (4, *shape)).astype(np.float32)
     module, model = torch_pair["GD".index(net)].train(training), keras_pair["GD".index(net)]
     with torch.no_grad():
@@ -185,7 +191,7 @@ def test_switch_removes_the_forward_difference(keras, name, cause, net):
 
     pair = example(name)
     assert forward_difference(pair, keras, net) > 100 * TOLERANCE["float32"]
-    switched = diagnose.switch(cause, pair, read(pair, keras)[cause])
+    switched = diagnose.switch(cause, pair, readings_of(name, keras)[cause])
     assert forward_difference(switched, keras, net) <= TOLERANCE["float32"]
 
 
@@ -193,40 +199,41 @@ def test_switches_keep_every_tensor_name_but_the_removed_biases(keras):
     from compare import port
     from compare.check import diagnose
 
-    def names(pair):
-        nets = pair.build_torch()
-        return {s.name for net, m, shape in zip("GD", nets, (pair.latent_shape, pair.image_shape))
+    def names(source):
+        nets = source.build_torch()
+        return {s.name for net, m, shape in zip("GD", nets, (source.LATENT_SHAPE, source.IMAGE_SHAPE))
                 for s in port.torch_specs(net, m, torch.zeros((2, *shape)))}
 
     for name, cause in SWITCHED:
         pair = example(name)
-        removed = names(pair) - names(diagnose.switch(cause, pair, read(pair, keras)[cause]))
-        biases = {f"{net}.{e['layer']}.bias" for net in "GD" for e in read(pair, keras)["bias-before-bn"]["torch"][net]}
+        seen = readings_of(name, keras)
+        removed = names(pair) - names(diagnose.switch(cause, pair, seen[cause]))
+        biases = {f"{net}.{e['layer']}.bias" for net in "GD" for e in seen["bias-before-bn"]["torch"][net]}
         assert removed == (biases if cause == "bias-before-bn" else set()), (name, cause)
 
 
 def test_adam_switches_change_only_their_settings(keras):
     from compare.check import diagnose
 
-    pair = dataclasses.replace(faithful(), optimizer={
-        "torch": {"lr": 2e-4, "beta_1": 0.5, "beta_2": 0.999, "eps": 1e-8},
-        "keras": {"lr": 2e-4, "beta_1": 0.5, "beta_2": 0.999, "eps": 1e-7}})
+    given = {"torch": {"lr": 2e-4, "beta_1": 0.5, "beta_2": 0.999, "eps": 1e-8},
+             "keras": {"lr": 2e-4, "beta_1": 0.5, "beta_2": 0.999, "eps": 1e-7}}
+    pair = diagnose.surgery.derive(faithful(), OPTIMIZER=given)
     readings = read(pair, keras, "float64")
     assert readings["adam-epsilon"]["suspect"]
     eps_off = diagnose.switch("adam-epsilon", pair, readings["adam-epsilon"])
-    assert eps_off.optimizer == {side: {**pair.optimizer[side], "eps": diagnose.NEGLIGIBLE_EPS}
-                                 for side in ("torch", "keras")}
+    assert eps_off.OPTIMIZER == {side: {**given[side], "eps": diagnose.NEGLIGIBLE_EPS} for side in given}
     constants = diagnose.switch("adam-constants", pair, readings["adam-constants"])
     for side in ("torch", "keras"):
-        assert constants.optimizer[side]["eps"] == pair.optimizer[side]["eps"]
-        assert constants.optimizer[side]["beta_2"] == float(np.float32(0.999)) != 0.999
-        assert constants.optimizer[side]["lr"] == float(np.float32(2e-4))
+        assert constants.OPTIMIZER[side]["eps"] == given[side]["eps"]
+        assert constants.OPTIMIZER[side]["beta_2"] == float(np.float32(0.999)) != 0.999
+        assert constants.OPTIMIZER[side]["lr"] == float(np.float32(2e-4))
 
 
 def test_training_flag_is_read_from_the_calls_and_switched_on(keras):
     from compare.check import diagnose
 
-    pair = faithful()
+    source = faithful()
+    pair = pair_of(source)
     torch_pair, keras_pair = pair.build_torch(), pair.build_keras(keras)
     diagnose.watch(keras_pair)
     z = np.zeros((2, 1, 1, pair.latent_shape[0]), dtype=np.float32)
@@ -235,7 +242,7 @@ def test_training_flag_is_read_from_the_calls_and_switched_on(keras):
     cause = diagnose.BY_ID["training-flag"]
     reading = cause.read(torch_pair, keras_pair, keras, context)
     assert reading["suspect"] and reading["keras"]["G"]["calls"] == ["None"]
-    switched = cause.switch(pair, reading)
+    switched = cause.switch(source, reading)
     G, D = switched.build_keras(keras)
     before = keras.ops.convert_to_numpy(G.layers[1].moving_mean).copy()
     G(np.random.default_rng(0).standard_normal(z.shape).astype(np.float32))  # training left out again
@@ -262,7 +269,7 @@ def test_flatten_order_is_read_from_the_keras_graph(keras):
         return diagnose.surgery.clone_keras(model, keras, lambda layer, config: keras.Sequential(
             [keras.layers.Permute((3, 1, 2)), keras.layers.Flatten()], name="chw") if id(layer) in by_id else None)
 
-    permuted = dataclasses.replace(pair, build_keras=diagnose.surgery.keras_builder(pair, channels_first))
+    permuted = diagnose.surgery.derive(pair, build_keras=diagnose.surgery.keras_builder(pair, channels_first))
     seen = read(permuted, keras)["flatten-order"]
     assert seen["suspect"] and seen["keras"]["D"][0]["order"] == "CHW"
     assert forward_difference(permuted, keras, "D") > 1e-3
