@@ -204,8 +204,10 @@ def keep_biased_variance(bn) -> None:
             return
         x = inputs[0].detach()
         dims = [d for d in range(x.dim()) if d != 1]
+        # through .data: BN's backward has the buffer among its inputs (unused in training)
+        # and would refuse a buffer changed in place
         with torch.no_grad():
-            module.running_var.copy_(old * (1 - module.momentum) + x.var(dim=dims, unbiased=False) * module.momentum)
+            module.running_var.data.copy_(old * (1 - module.momentum) + x.var(dim=dims, unbiased=False) * module.momentum)
 
     bn.register_forward_pre_hook(before)
     bn.register_forward_hook(after)

@@ -114,9 +114,13 @@ class KerasSide:
         """A model with the same layers whose outputs are every paired top-level layer's and the
         net's own, or None where the model's graph cannot be read (a subclassed model)."""
         model = self.model(net)
-        names = [k for k, path in self.keras_layer_of.items() if k.startswith(net + ".") and "/" not in path]
+        # a nested model that holds one paired layer (a conv with its explicit padding or crop)
+        # stands for that layer: its output is the layer's, as torch computes it
+        top = {k: path.split("/")[0] for k, path in self.keras_layer_of.items() if k.startswith(net + ".")}
+        holds = [path for path in top.values()]
+        names = [k for k, path in top.items() if holds.count(path) == 1]
         try:
-            outputs = [model.get_layer(self.keras_layer_of[k]).output for k in names]
+            outputs = [model.get_layer(top[k]).output for k in names]
             return names, self.keras.Model(model.inputs, outputs + list(model.outputs))
         except Exception:
             return [], None
