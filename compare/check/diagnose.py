@@ -18,6 +18,7 @@ Each cause is data plus small functions:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import sys
@@ -510,22 +511,40 @@ def switch_flatten(source, seen):
 # --- training=True
 
 TRAINING_CALLS = "_compare_training_calls"
+TRAINING_DEFAULT = "_compare_training_default"
+RECORDING = "_compare_recording"
 
 
 def watch(keras_pair, default: Optional[bool] = None) -> None:
-    """Record the ``training`` argument of every call of each model (a Keras user's own
-    step may leave it out), and with ``default`` fill it in where it is left out."""
+    """Give each model a ``__call__`` that records the ``training`` argument it is given
+    while ``recording``, and with ``default`` fills it in where it is left out."""
     for model in keras_pair:
-        base = type(model)
-        if getattr(base, "_compare_watched", False):
-            base = base.__mro__[1]
+        if not getattr(type(model), "_compare_watched", False):
+            base = type(model)
 
-        def call(self, *args, _base=base, **kwargs):
-            self.__dict__.setdefault(TRAINING_CALLS, []).append(kwargs.get("training"))
-            if kwargs.get("training") is None and default is not None:
-                kwargs["training"] = default
-            return _base.__call__(self, *args, **kwargs)
-        model.__class__ = type(base.__name__, (base,), {"__call__": call, "_compare_watched": True})
+            def call(self, *args, _base=base, **kwargs):
+                if self.__dict__.get(RECORDING):
+                    self.__dict__.setdefault(TRAINING_CALLS, []).append(kwargs.get("training"))
+                if kwargs.get("training") is None and self.__dict__.get(TRAINING_DEFAULT) is not None:
+                    kwargs["training"] = self.__dict__[TRAINING_DEFAULT]
+                return _base.__call__(self, *args, **kwargs)
+            model.__class__ = type(base.__name__, (base,), {"__call__": call, "_compare_watched": True})
+        if default is not None:
+            model.__dict__[TRAINING_DEFAULT] = default
+
+
+@contextlib.contextmanager
+def recording(keras_pair):
+    """Record the ``training`` argument of the models' calls within (a user's own step)."""
+    watch(keras_pair)
+    for model in keras_pair:
+        model.__dict__[RECORDING] = True
+        model.__dict__.setdefault(TRAINING_CALLS, [])
+    try:
+        yield
+    finally:
+        for model in keras_pair:
+            model.__dict__[RECORDING] = False
 
 
 def torch_training(pair, context: Context) -> Reading:
@@ -535,9 +554,10 @@ def torch_training(pair, context: Context) -> Reading:
 
 
 def keras_training(pair, keras, context: Context) -> Reading:
-    """The ``training`` values the models were called with while watched (None: left out)."""
+    """The ``training`` values the models were called with while ``recording`` (None: left
+    out); nothing where the check ran its own step, which passes it everywhere."""
     return {net: {"calls": sorted({repr(v) for v in model.__dict__.get(TRAINING_CALLS, [])}),
-                  "watched": TRAINING_CALLS in model.__dict__}
+                  "recorded": TRAINING_CALLS in model.__dict__}
             for net, model in zip(NETS, pair)}
 
 

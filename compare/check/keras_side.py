@@ -9,6 +9,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from compare import port
+from compare.check import diagnose
 from compare.check.pairfile import Pair, PairError, built_pair
 from compare.check.stages import FORWARD_STAGES, channels_first, channels_last, iteration_losses, make_batches, \
     put_losses
@@ -164,8 +165,9 @@ class KerasSide:
         shape = tuple(self.D(real, training=False).shape)
         y_real, y_fake = e.tensor(np.ones(shape)), e.tensor(np.zeros(shape))
         if step and self.pair.train_step_keras is not None:
-            losses = self.pair.train_step_keras(self.keras, gan.G, gan.D, gan.optimizer_G, gan.optimizer_D,
-                                                gan.loss, real, z)
+            with diagnose.recording((gan.G, gan.D)):  # what training= the user's step passes
+                losses = self.pair.train_step_keras(self.keras, gan.G, gan.D, gan.optimizer_G, gan.optimizer_D,
+                                                    gan.loss, real, z)
             return {k: float(e.numpy(v)) for k, v in losses.items()}, {}
         losses, d_grads, g_grads = canonical_step(e, gan, real, z, y_real, y_fake, step)
         values = {k: float(e.numpy(v)) for k, v in zip(("D_real", "D_fake", "G"), losses)}

@@ -235,9 +235,10 @@ def test_training_flag_is_read_from_the_calls_and_switched_on(keras):
     source = faithful()
     pair = pair_of(source)
     torch_pair, keras_pair = pair.build_torch(), pair.build_keras(keras)
-    diagnose.watch(keras_pair)
     z = np.zeros((2, 1, 1, pair.latent_shape[0]), dtype=np.float32)
-    keras_pair[1](keras_pair[0](z))  # a user's step that leaves training out
+    keras_pair[1](keras_pair[0](z, training=False), training=False)  # the check's own calls: not recorded
+    with diagnose.recording(keras_pair):
+        keras_pair[1](keras_pair[0](z))  # a user's step that leaves training out
     context = diagnose.Context.of(pair)
     cause = diagnose.BY_ID["training-flag"]
     reading = cause.read(torch_pair, keras_pair, keras, context)
@@ -245,7 +246,8 @@ def test_training_flag_is_read_from_the_calls_and_switched_on(keras):
     switched = cause.switch(source, reading)
     G, D = switched.build_keras(keras)
     before = keras.ops.convert_to_numpy(G.layers[1].moving_mean).copy()
-    G(np.random.default_rng(0).standard_normal(z.shape).astype(np.float32))  # training left out again
+    with diagnose.recording((G, D)):
+        G(np.random.default_rng(0).standard_normal(z.shape).astype(np.float32))  # training left out again
     assert not np.array_equal(keras.ops.convert_to_numpy(G.layers[1].moving_mean), before)  # BN trained
     watched = cause.read(torch_pair, (G, D), keras, context)
     assert watched["keras"]["G"]["calls"] == ["None"]  # what the user's code passed, recorded as passed
