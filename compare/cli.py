@@ -1,4 +1,4 @@
-"""Command line: ``python -m compare report|run|list|diff|bench``.
+"""Command line: ``python -m compare report|run|list|diff|bench|check``.
 
 Usage errors exit with status 2 and one line on stderr, as argparse does, before any
 engine starts; so does output that cannot be written to stdout. A run that could not
@@ -97,6 +97,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run every engine even where the result cache holds a run with the same key "
                              "(versions, our code, dtype, threads, platform)")
     report.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+    check = sub.add_parser(
+        "check", help="check your own PyTorch GAN against its Keras port, stage by stage",
+        description="FILE.py defines build_torch() -> (G, D) torch modules, build_keras(keras) -> (G, D) Keras "
+                    "models (keras is the module to use: Keras 3 on any backend, or Keras 2), LATENT_SHAPE and "
+                    "IMAGE_SHAPE in PyTorch layout; optionally BATCH, OPTIMIZER (Adam's lr, beta_1, beta_2, eps), "
+                    "D_OUTPUT ('logits' or 'probabilities'), OVERRIDES (the weight port's pairing) and "
+                    "train_step_torch / train_step_keras. The torch pair's weights are ported into each Keras "
+                    "engine's pair; structure, forward passes in training and inference mode, gradients, one "
+                    "iteration and N iterations are compared tensor by tensor; the first divergence is named, "
+                    "and each suspected cause is switched off in a run of its own to confirm it. Exit 0: PASS; "
+                    "1: FAIL, or ABSTAIN (the reference does not reproduce itself, or no engine could run); "
+                    "2: a usage error (one line on stderr).")
+    check.add_argument("file", metavar="FILE.py", help="the model pair")
+    check.add_argument("--engines", help="comma-separated Keras engine ids (default: every one): "
+                                         f"{', '.join(e for e in ENGINES if e != REFERENCE)}")
+    check.add_argument("--dtype", choices=DTYPES, default="float32", help="precision (default: float32)")
+    check.add_argument("--iterations", type=at_least_one, default=10, help="training iterations (default: 10)")
+    check.add_argument("--out", help="folder for check.json, check.md and check.html (created if missing)")
+    check.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT,
+                       help=f"seconds per engine process (default {DEFAULT_TIMEOUT:.0f})")
+    check.add_argument("--no-diagnosis", action="store_true", help="locate the first divergence, run no counterfactual")
+    check.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
     sub.add_parser("list", help="the engines (installed or not) and the scenarios")
 
@@ -355,6 +378,36 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     return 1 if incomplete or failing else 0
 
 
+def cmd_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from compare.check.run import CheckError, check, validate
+
+    try:
+        validate(args.file, args.engines, args.dtype, args.iterations)
+    except CheckError as exc:
+        parser.error(str(exc))
+    if args.out:
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            parser.error(f"--out {args.out} is a file; give a folder")
+        problem = make_folder(args.out)
+        if problem:
+            parser.error(problem)
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    try:
+        result = check(args.file, engines=args.engines, dtype=args.dtype, iterations=args.iterations,
+                       out=args.out, progress=progress, timeout=args.timeout, diagnosis=not args.no_diagnosis)
+    except CheckError as exc:
+        parser.error(str(exc))
+    print(f"{result.verdict}: {args.file}")
+    print(result.summary())
+    if args.out:
+        progress(f"wrote {os.path.join(args.out, 'check.json')}, check.md and check.html")
+    return result.exit_code
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt
 
@@ -409,7 +462,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             parser = build_parser()
             args = parser.parse_args(argv)
-            commands = {"list": lambda a, p: cmd_list(), "diff": cmd_diff, "run": cmd_run, "report": cmd_report}
+            commands = {"list": lambda a, p: cmd_list(), "diff": cmd_diff, "run": cmd_run, "report": cmd_report,
+                        "check": cmd_check}
             status = commands[args.command](args, parser)
         sys.stdout.flush()  # here, where a failure can still be reported
         return status

@@ -4,21 +4,17 @@ the backend really computes in float64.
 
     python -m compare check examples/dcgan64.py
 
-``WIDTHS`` set through the environment runs a small version of the same architecture
-(the tests do: ``COMPARE_DCGAN_WIDTHS=8,8``).
+The builders take the widths, so a small version of the same architecture can be checked too.
 """
-
-import os
 
 from compare.models import dcgan64
 
 LATENT_SHAPE, IMAGE_SHAPE = dcgan64.LATENT_SHAPE, dcgan64.IMAGE_SHAPE
-NGF, NDF = (int(n) for n in os.environ.get("COMPARE_DCGAN_WIDTHS", f"{dcgan64.NGF},{dcgan64.NDF}").split(","))
 
 
-def build_torch():
-    return dcgan64.build_torch(NGF, NDF)
+def build_torch(ngf=dcgan64.NGF, ndf=dcgan64.NDF):
+    return dcgan64.build_torch(ngf, ndf)
 
 
-def build_keras(keras):
-    return dcgan64.build_keras(keras, NGF, NDF)
+def build_keras(keras, ngf=dcgan64.NGF, ndf=dcgan64.NDF):
+    return dcgan64.build_keras(keras, ngf, ndf)

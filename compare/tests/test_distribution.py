@@ -83,5 +83,7 @@ def test_wheel_ships_the_tests_baseline_licence_and_plugin(tmp_path):
     assert in_checkout <= shipped_tests, in_checkout - shipped_tests
     assert f"{info}/licenses/LICENSE" in names
     assert f"Name: {DISTRIBUTION}\n" in metadata and "License-Expression: MIT\n" in metadata
-    assert "[pytest11]\ncompare.tests.plugin = compare.tests.plugin\n" in entry_points
+    pytest11 = entry_points.split("[pytest11]\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert sorted(pytest11) == ["compare.pytest_plugin = compare.pytest_plugin",
+                                "compare.tests.plugin = compare.tests.plugin"]
     assert "[console_scripts]\ncompare = compare.cli:main\n" in entry_points

@@ -1,0 +1,257 @@
+"""``compare check``: a user's pair file, the staged comparison and its localisation, the verdicts,
+the command line, and the check itself on the example pairs in every Keras engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from compare.check import pairfile, verdict
+from compare.check.pairfile import PairError
+from compare.engines import ENGINES
+from compare.parity import TOLERANCE
+from compare.runner import PACKAGE_ROOT
+from compare.tests.plugin import KERAS_ENGINES
+
+EXAMPLES = os.path.join(PACKAGE_ROOT, "examples")
+have_examples = pytest.mark.skipif(not os.path.isdir(EXAMPLES), reason="the examples are in the source checkout")
+
+
+def source(**changes):
+    """A well-formed pair source (no framework is touched: the builders are never called)."""
+    values = dict(build_torch=lambda: None, build_keras=lambda keras: None, LATENT_SHAPE=(4,),
+                  IMAGE_SHAPE=(1, 2, 2))
+    values.update(changes)
+    return types.SimpleNamespace(**{k: v for k, v in values.items() if v is not None})
+
+
+def test_pair_defaults_and_settings():
+    pair = pairfile.from_module("f.py", source())
+    assert pair.batch == 8 and pair.d_output == {"torch": None, "keras": None} and pair.dtype is None
+    assert pair.optimizer["torch"] == pair.optimizer["keras"] == pairfile.DEFAULT_ADAM
+    pair = pairfile.from_module("f.py", source(OPTIMIZER={"torch": {"eps": 1e-8}, "keras": {"lr": 0.5}},
+                                               D_OUTPUT="probabilities"))
+    assert pair.optimizer["torch"]["eps"] == 1e-8 and pair.optimizer["keras"]["lr"] == 0.5
+    assert pair.optimizer["keras"]["eps"] == pairfile.DEFAULT_ADAM["eps"]
+    assert pair.d_output == {"torch": "probabilities", "keras": "probabilities"}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"build_torch": 3}, "build_torch must be a function, not int"),
+    ({"build_keras": None}, "build_keras must be a function, not NoneType"),
+    ({"LATENT_SHAPE": None}, "defines no LATENT_SHAPE"),
+    ({"IMAGE_SHAPE": (3, 0, 4)}, r"IMAGE_SHAPE must be a tuple of positive whole numbers, not \(3, 0, 4\)"),
+    ({"LATENT_SHAPE": "100"}, "LATENT_SHAPE must be a tuple of positive whole numbers"),
+    ({"BATCH": 1}, "BATCH must be a whole number of at least 2"),
+    ({"OPTIMIZER": {"learning_rate": 1}}, r"OPTIMIZER has unknown keys 'learning_rate'; valid: lr, beta_1"),
+    ({"OPTIMIZER": {"lr": -1}}, r"OPTIMIZER\['lr'\] must be a number of at least 0"),
+    ({"OPTIMIZER": {"torch": {}, "jax": {}}}, "OPTIMIZER has unknown keys 'jax'"),
+    ({"OPTIMIZER": [1]}, "OPTIMIZER must be a dict of lr, beta_1, beta_2, eps"),
+    ({"D_OUTPUT": "sigmoid"}, "D_OUTPUT must be one of 'logits', 'probabilities', not 'sigmoid'"),
+    ({"DTYPE": "float16"}, "DTYPE must be one of 'float32', 'float64'"),
+    ({"OVERRIDES": {"X": {}}}, "OVERRIDES must be"),
+    ({"train_step_torch": "no"}, "train_step_torch must be a function"),
+])
+def test_malformed_pair_is_one_line(changes, message):
+    with pytest.raises(PairError, match=f"^f.py: {message}") as caught:
+        pairfile.from_module("f.py", source(**changes))
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("def build_torch(:\n", r":1: syntax error"),
+    ("LATENT_SHAPE = 1\n", "defines no build_torch, build_keras, IMAGE_SHAPE"),
+    ("raise RuntimeError('boom')\n" + "".join(f"{n} = 1\n" for n in (
+        "build_torch", "build_keras", "LATENT_SHAPE", "IMAGE_SHAPE")), "importing it raised RuntimeError: boom"),
+])
+def test_malformed_file_is_one_line(tmp_path, text, message):
+    path = tmp_path / "pair.py"
+    path.write_text(text)
+    with pytest.raises(PairError, match=message):
+        pairfile.load(str(path))
+    with pytest.raises(PairError, match="no such file"):
+        pairfile.load(str(tmp_path / "missing.py"))
+
+
+def fake_run(tmp_path, name: str, arrays: dict):
+    np.savez(tmp_path / f"{name}.npz", **arrays)
+    return np.load(tmp_path / f"{name}.npz")
+
+
+def small_facts():
+    from compare.port import TensorSpec
+
+    specs = {"G": [TensorSpec("G.fc.kernel", "G", "fc", "Linear", "kernel", "param", (2, 2), "fc.weight"),
+                   TensorSpec("G.bn.gamma", "G", "bn", "BatchNorm1d", "gamma", "param", (2,), "bn.weight")],
+             "D": [TensorSpec("D.fc.kernel", "D", "fc", "Linear", "kernel", "param", (1, 2), "fc.weight")]}
+    ref = {"specs": {n: [s.to_json() for s in v] for n, v in specs.items()}, "bn": {},
+           "bn_estimator": {"estimator": "unbiased"}}
+    keras = {"bn_estimator": {"estimator": "unbiased", "on_float32_grid": False}, "precision_probes": {},
+             "keras_layers": {"G.fc": "dense", "G.bn": "batch_normalization", "D.fc": "dense_1"}}
+    return ref, keras
+
+
+def test_first_divergence_is_the_first_layer_out_of_tolerance(tmp_path):
+    """A forward pass whose later layers all differ is located at the first one that does."""
+    ref_facts, facts = small_facts()
+    base = {"forward.G.eval/output/G.fc": np.zeros(3), "forward.G.eval/output/G.bn": np.zeros(3),
+            "forward.G.eval/output/G": np.zeros(3), "iteration.1/param/G.fc.kernel": np.zeros((2, 2)),
+            "iteration.1/loss/G": np.zeros(1)}
+    moved = dict(base)
+    moved["forward.G.eval/output/G.fc"] = np.full(3, TOLERANCE["float32"] / 2)  # within tolerance
+    for key in ("forward.G.eval/output/G.bn", "forward.G.eval/output/G", "iteration.1/param/G.fc.kernel"):
+        moved[key] = base[key] + 1.0
+    result = verdict.compare_side("float32", 1, ref_facts, fake_run(tmp_path, "ref", base), facts,
+                                  fake_run(tmp_path, "keras", moved), {})
+    assert result["verdict"] == "FAIL"
+    assert result["first_divergence"] == {
+        "stage": "forward.G.eval", "iteration": None, "net": "G", "layer": "bn", "keras_layer": "batch_normalization",
+        "tensor": "G.bn", "quantity": "output", "max_abs_diff": 1.0, "tolerance": TOLERANCE["float32"]}
+    same = verdict.compare_side("float32", 1, ref_facts, fake_run(tmp_path, "ref", base), facts,
+                                fake_run(tmp_path, "same", dict(base)), {})
+    assert same["verdict"] == "PASS" and same["first_divergence"] is None
+    # a tensor the Keras side lacks is a divergence, not a pass; NaN never agrees
+    missing = {k: v for k, v in base.items() if k != "iteration.1/param/G.fc.kernel"}
+    result = verdict.compare_side("float32", 1, ref_facts, fake_run(tmp_path, "ref", base), facts,
+                                  fake_run(tmp_path, "missing", missing), {})
+    assert result["first_divergence"]["tensor"] == "G.fc.kernel" and result["first_divergence"]["iteration"] == 1
+    nan = {**base, "iteration.1/loss/G": np.array([np.nan])}
+    result = verdict.compare_side("float32", 1, ref_facts, fake_run(tmp_path, "ref", base), facts,
+                                  fake_run(tmp_path, "nan", nan), {})
+    assert result["first_divergence"]["quantity"] == "loss"
+
+
+def test_gradients_are_searched_from_the_loss_backwards():
+    ref_facts, _ = small_facts()
+    from compare.port import TensorSpec
+
+    specs = {s["name"]: TensorSpec.from_json(s) for net in ("G", "D") for s in ref_facts["specs"][net]}
+    keys = [f"gradients/gradient/{n}" for n in ("G.fc.kernel", "G.bn.gamma", "D.fc.kernel")]
+    assert verdict.ordered_keys("gradients", "gradient", keys, specs, []) == [
+        "gradients/gradient/D.fc.kernel", "gradients/gradient/G.bn.gamma", "gradients/gradient/G.fc.kernel"]
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "compare", "check", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": PACKAGE_ROOT, **(env or {})}, timeout=120)
+
+
+@have_examples
+@pytest.mark.parametrize("args, message", [
+    (["missing.py"], "missing.py: no such file"),
+    (["{toy}", "--engines", "nope"], "unknown engine nope"),
+    (["{toy}", "--engines", "torch"], "no Keras engine given"),
+    (["{toy}", "--dtype", "float16"], "invalid choice: 'float16'"),
+    (["{toy}", "--iterations", "0"], "is not a whole number of at least 1"),
+    (["{toy}", "--out", "{file}"], "is a file; give a folder"),
+])
+def test_usage_errors_exit_2_with_one_line(tmp_path, args, message):
+    file = tmp_path / "a-file"
+    file.write_text("")
+    args = [a.format(toy=os.path.join(EXAMPLES, "toy.py"), file=file) for a in args]
+    done = run_cli(*args)
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr, done.stderr
+
+
+def small(tmp_path, name: str, *sizes) -> str:
+    """A pair file that is example ``name`` with its builders given ``sizes`` (widths)."""
+    module = name[:-3]
+    path = tmp_path / f"small_{name}"
+    path.write_text(f"import sys\nsys.path.insert(0, {EXAMPLES!r})\nfrom {module} import *  # noqa\n"
+                    f"from {module} import build_keras as keras_builder, build_torch as torch_builder\n\n\n"
+                    f"def build_torch():\n    return torch_builder(*{sizes!r})\n\n\n"
+                    f"def build_keras(keras):\n    return keras_builder(keras, *{sizes!r})\n")
+    return str(path)
+
+
+def check_example(file, engine, dtype="float32", iterations=2, **options):
+    """The check of one pair file in one Keras engine (skipped where the engine is not installed)."""
+    import compare
+
+    if ENGINES[engine].missing():
+        pytest.skip(f"{engine}: {ENGINES[engine].install}")
+    return compare.check(file, engines=[engine], dtype=dtype, iterations=iterations, **options)
+
+
+def assert_passes(result, engine, dtype):
+    entry = result.engines[engine]
+    assert result.verdict == "PASS", result.summary()
+    # the reference reproduced itself, and every stage compared something within the tolerance
+    assert result.data["reference"]["reproduces"]["max_abs_diff"] <= TOLERANCE[dtype]
+    assert {s["stage"] for s in entry["stages"]} >= {"structure", "forward.D.train", "gradients", "iteration.1"}
+    assert all(s["judged_diff"] <= s["tolerance"] for s in entry["stages"])
+    assert entry["first_divergence"] is None
+    return entry
+
+
+@have_examples
+@pytest.mark.parametrize("engine", KERAS_ENGINES)
+def test_toy_pair_passes_and_writes_its_pages(engine, tmp_path):
+    result = check_example(os.path.join(EXAMPLES, "toy.py"), engine, out=str(tmp_path))
+    assert_passes(result, engine, "float32")
+    with open(tmp_path / "check.json") as f:
+        data = json.load(f)
+    assert data["verdict"] == "PASS" and data["engines"][engine]["first_divergence"] is None
+    assert "Verdict: **PASS**" in (tmp_path / "check.md").read_text()
+    assert "<table>" in (tmp_path / "check.html").read_text()
+
+
+@have_examples
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", KERAS_ENGINES)
+@pytest.mark.parametrize("name, sizes", [("dcgan64.py", (4, 4)), ("mlp_bn1d.py", (16,)), ("conv_leaky.py", (4,))])
+def test_faithful_pairs_pass_in_float32(engine, name, sizes, tmp_path):
+    """The DCGAN-64 port, and two pairs no rule was written for, pass without a package change."""
+    assert_passes(check_example(small(tmp_path, name, *sizes), engine), engine, "float32")
+
+
+@have_examples
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", KERAS_ENGINES)
+def test_faithful_dcgan64_in_float64(engine, tmp_path):
+    """float64: within 1e-9 where the backend computes in float64; elsewhere held to float32's
+    tolerance only under the float64 rule, whose evidence (the promotion probe and a float32
+    grid) the engine measured."""
+    result = check_example(small(tmp_path, "dcgan64.py", 4, 4), engine, dtype="float64")
+    entry = assert_passes(result, engine, "float64")
+    if entry["rule"] is None:
+        assert entry["tolerance"] == TOLERANCE["float64"]
+    else:
+        assert entry["rule"] == "keras-float64-to-float32" and entry["tolerance"] == TOLERANCE["float32"]
+    if engine in ("keras-tensorflow", "tf-keras"):
+        assert entry["rule"] is None
+
+
+@have_examples
+@pytest.mark.slow
+def test_a_mistaken_port_fails_at_the_right_layer_with_its_cause_confirmed(tmp_path):
+    result = check_example(small(tmp_path, "dcgan64_keras_bn_defaults.py", 4, 4), "keras-torch")
+    assert result.verdict == "FAIL" and result.exit_code == 1
+    first = result.first_divergence("keras-torch")
+    assert first["stage"] == "forward.G.eval" and first["layer"] == "main.1" and first["quantity"] == "output"
+    assert "bn-epsilon" in result.confirmed("keras-torch")
+
+
+@have_examples
+@pytest.mark.slow
+def test_the_pytest_fixture_passes_a_faithful_pair_and_fails_a_mistaken_one(tmp_path):
+    if ENGINES["keras-torch"].missing():
+        pytest.skip(f"keras-torch: {ENGINES['keras-torch'].install}")
+    (tmp_path / "test_ours.py").write_text(
+        "def test_faithful(port_check):\n"
+        f"    assert port_check({os.path.join(EXAMPLES, 'toy.py')!r}, engines='keras-torch', iterations=1).passed\n"
+        "def test_mistaken(port_check):\n"
+        f"    port_check({small(tmp_path, 'dcgan64_keras_bn_defaults.py', 4, 4)!r}, engines='keras-torch',\n"
+        "               iterations=1, diagnosis=False)\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "compare.pytest_plugin", "-q", "-p", "no:cacheprovider",
+                           str(tmp_path / "test_ours.py")], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": PACKAGE_ROOT}, timeout=900)
+    assert "1 failed, 1 passed" in done.stdout, done.stdout[-3000:]
+    assert "compare check" in done.stdout and "keras-torch: FAIL at stage forward.G.eval" in done.stdout
