@@ -298,6 +298,34 @@ def rounding_notes(results: dict) -> List[str]:
     ]
 
 
+def init_notes(results: dict) -> List[str]:
+    """Where a scenario's two initialisations gave different observations in this run: the
+    evidence beside the catalog's reason for running both."""
+    from compare.observations import differences, key
+    from compare.scenarios import INITS, INITS_DECISION
+
+    records = {key(r): r for r in results["results"]}
+    observed = ("ok", "raised")
+    pairs, differ = 0, {}
+    for r in results["results"]:
+        other = records.get((r["scenario"], r["engine"], INITS[1], r["variant"]))
+        if r["init"] != INITS[0] or r["status"] not in observed or not other or other["status"] not in observed:
+            continue
+        pairs += 1
+        if differences(r, other):
+            differ.setdefault((r["scenario"], r["variant"]), []).append(r["engine"])
+    if not pairs:
+        return []
+    where = "; ".join(f"{scenario}{f' ({variant})' if variant else ''} on {', '.join(engines)}"
+                      for (scenario, variant), engines in differ.items())
+    return [
+        f"Initialisations. {INITS_DECISION} In this run the two gave different observations in "
+        f"{sum(map(len, differ.values()))} of the {pairs} (scenario, variant, engine) runs observed from both"
+        + (f": {where}." if differ else "."),
+        "",
+    ]
+
+
 def tolerance_notes(results: dict) -> List[str]:
     """Why the tolerances are what they are, with this run's numbers on both sides of them."""
     out = []
@@ -784,6 +812,7 @@ def report_parts(results: dict, links: Links) -> Dict[str, str]:
             "",
         ]
         parts += rounding_notes(results)
+        parts += init_notes(results)
         parts += [
             "## Claims",
             "",

@@ -1,11 +1,15 @@
 """How each engine's parity iteration ran: recorded per config and stage in its facts."""
 
+import copy
+import json
+
 import pytest
 
 from compare import report
 from compare.engines import ENGINES
 from compare.model import PARITY
 from compare.program import SCENARIO_DTYPE, configs
+from compare.tests.locations import BASELINE
 from compare.tests.plugin import DTYPES, require_run
 
 
@@ -43,3 +47,18 @@ def test_execution_phrase_names_each_mode_with_its_configs():
     execution = {"parity": {"gradients": "eager", "iterations": "jax.jit"},
                  "bn-defaults": {"gradients": "eager", "iterations": "eager"}}
     assert report.execution_phrase(execution) == "gradients: eager; iterations: jax.jit (parity), eager (bn-defaults)"
+
+
+def test_init_notes_name_the_runs_whose_initialisations_differ():
+    """From the shipped baseline: one pair made to differ is named, and counted."""
+    with open(BASELINE, encoding="utf-8") as f:
+        results = json.load(f)
+    before = report.init_notes(results)[0]
+    changed = copy.deepcopy(results)
+    record = next(r for r in changed["results"] if r["scenario"] == "scope.g_step" and r["engine"] == "torch"
+                  and r["init"] == "random")
+    record["changed"]["D"]["params"] = record["changed"]["D"]["params"] + ["D.conv2.kernel"]
+    after = report.init_notes(changed)[0]
+    assert "scope.g_step on torch" in after and "scope.g_step" not in before
+    count = lambda text: int(text.split("different observations in ")[1].split()[0])
+    assert count(after) == count(before) + 1
