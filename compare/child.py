@@ -64,7 +64,8 @@ def main(argv) -> int:
     imported = time.monotonic() - started
     facts, arrays = run_program(engine, dtype, progress, parity=not args.no_parity,
                                 scenarios=args.scenarios.split(",") if args.scenarios else None,
-                                threads=int(os.environ.get("COMPARE_THREADS", "1")))
+                                threads=int(os.environ.get("COMPARE_THREADS", "1")),
+                                scratch=os.path.join(out_dir, "scratch"))
     facts["seconds"] = time.monotonic() - started
     facts["phase_seconds"]["import"] = imported
     np.savez(os.path.join(out_dir, "arrays.tmp.npz"), **arrays)

@@ -134,10 +134,13 @@ def bn_estimator_probe(engine: Engine) -> dict:
 
 
 def run_program(engine: Engine, dtype: str, progress: Callable[[str], None], parity: bool = True,
-                scenarios: Optional[List[str]] = None, threads: int = 1) -> Tuple[dict, Arrays]:
+                scenarios: Optional[List[str]] = None, threads: int = 1,
+                scratch: Optional[str] = None) -> Tuple[dict, Arrays]:
     """The parity stages (unless ``parity`` is false) and, in float32, the scenarios
-    (all, or the ids in ``scenarios``), with the framework on ``threads`` threads."""
+    (all, or the ids in ``scenarios``), with the framework on ``threads`` threads and
+    ``scratch`` as the engine's folder for caches."""
     started = time.monotonic()
+    engine.scratch = scratch
     engine.setup(dtype, threads)
     facts: dict = {"versions": engine.versions(), "dtype": dtype, "configs": {}, "phase_seconds": {},
                    "threads": engine.threads()}
@@ -153,9 +156,9 @@ def run_program(engine: Engine, dtype: str, progress: Callable[[str], None], par
         facts["configs"][config.name] = config_facts
         arrays.update(config_arrays)
     # per config and stage: "eager", or the compiler it ran under (an engine that compiles
-    # keeps an ``execution`` record of what it chose)
+    # records what it chose with Engine.ran)
     eager = {"gradients": "eager", "iterations": "eager"}
-    facts["execution"] = {c.name: getattr(engine, "execution", {}).get(c.name, eager)
+    facts["execution"] = {c.name: eager | getattr(engine, "execution", {}).get(c.name, {})
                           for c in (configs() if parity else [])}
     # where the process's time goes (the bench's account of the report's wall time)
     facts["phase_seconds"]["parity"] = time.monotonic() - started
@@ -163,6 +166,7 @@ def run_program(engine: Engine, dtype: str, progress: Callable[[str], None], par
         started = time.monotonic()
         facts["observations"] = run_scenarios(engine, progress, scenarios)
         facts["phase_seconds"]["scenarios"] = time.monotonic() - started
+    facts["compilation_cache"] = engine.compilation_cache()
     return facts, arrays
 
 

@@ -167,7 +167,8 @@ def build_results(engines: List[str], dtypes: List[str], runs: Dict, records: Li
             if run.status in ("failed", "timeout"):
                 entry["stderr_tail"] = run.stderr_tail
             if run.facts:
-                for key in ("versions", "threads", "execution", "computed_dtypes", "bn_estimator", "precision_probes"):
+                for key in ("versions", "threads", "execution", "compilation_cache", "computed_dtypes", "bn_estimator",
+                            "precision_probes"):
                     entry[key] = run.facts.get(key)
                 entry["phase_seconds"] = {k: round(v, 2) for k, v in run.facts.get("phase_seconds", {}).items()}
                 entry["losses"] = run.facts["configs"][PARITY.name]["losses"]
@@ -205,6 +206,18 @@ def fmt(x) -> str:
     return "0" if x == 0 else f"{x:.1e}"
 
 
+def execution_phrase(execution: Dict[str, Dict[str, str]]) -> str:
+    """How the parity stages ran, per stage: one mode, or each mode with the configs it served
+    ('gradients: eager; iterations: jax.jit (parity), eager (bn-defaults, ...)')."""
+    stages: Dict[str, Dict[str, List[str]]] = {}
+    for config, parts in execution.items():
+        for stage, mode in parts.items():
+            stages.setdefault(stage, {}).setdefault(mode, []).append(config)
+    return "; ".join(f"{stage}: " + ", ".join(mode if len(modes) == 1 else f"{mode} ({', '.join(configs)})"
+                                              for mode, configs in modes.items())
+                     for stage, modes in stages.items())
+
+
 def engine_section(results: dict) -> str:
     rows = []
     for engine, info in results["engines"].items():
@@ -218,13 +231,10 @@ def engine_section(results: dict) -> str:
                 if run["status"] == "unavailable":
                     note += f" ({info['install']})"
             threads = ", ".join(f"{k} {v}" for k, v in (run.get("threads") or {}).items())
-            compiled = [f"{config} {part}: {mode}" for config, parts in (run.get("execution") or {}).items()
-                        for part, mode in parts.items() if mode != "eager"]
-            mode = "; ".join(compiled) + ("; the rest eager" if compiled else "") if run.get("execution") else ""
+            mode = execution_phrase(run.get("execution") or {})
             if run.get("reused"):
                 note = (note + " " if note else "") + f"reused the stored run of {run['reused']['ran_at']}"
-            rows.append([engine, info["description"], dtype, run["status"], versions, threads,
-                         mode or ("eager" if run.get("execution") else ""), note])
+            rows.append([engine, info["description"], dtype, run["status"], versions, threads, mode, note])
     # timings stay in results.json and the performance section: they are not facts about the versions
     return tabulate(rows, ["engine", "framework", "dtype", "status", "versions", "threads", "parity ran", "note"],
                     tablefmt="github")
@@ -284,6 +294,34 @@ def rounding_notes(results: dict) -> List[str]:
         "`rounding` whether or not it moved itself (Adam turns nonzero noise into a step of about lr and leaves "
         "an exact 0.0 in place). A bias that moves while its kernel does not is listed as moved, and every "
         "other tensor is compared bit for bit.",
+        "",
+    ]
+
+
+def init_notes(results: dict) -> List[str]:
+    """Where a scenario's two initialisations gave different observations in this run: the
+    evidence beside the catalog's reason for running both."""
+    from compare.observations import differences, key
+    from compare.scenarios import INITS, INITS_DECISION
+
+    records = {key(r): r for r in results["results"]}
+    observed = ("ok", "raised")
+    pairs, differ = 0, {}
+    for r in results["results"]:
+        other = records.get((r["scenario"], r["engine"], INITS[1], r["variant"]))
+        if r["init"] != INITS[0] or r["status"] not in observed or not other or other["status"] not in observed:
+            continue
+        pairs += 1
+        if differences(r, other):
+            differ.setdefault((r["scenario"], r["variant"]), []).append(r["engine"])
+    if not pairs:
+        return []
+    where = "; ".join(f"{scenario}{f' ({variant})' if variant else ''} on {', '.join(engines)}"
+                      for (scenario, variant), engines in differ.items())
+    return [
+        f"Initialisations. {INITS_DECISION} In this run the two gave different observations in "
+        f"{sum(map(len, differ.values()))} of the {pairs} (scenario, variant, engine) runs observed from both"
+        + (f": {where}." if differ else "."),
         "",
     ]
 
@@ -774,6 +812,7 @@ def report_parts(results: dict, links: Links) -> Dict[str, str]:
             "",
         ]
         parts += rounding_notes(results)
+        parts += init_notes(results)
         parts += [
             "## Claims",
             "",

@@ -20,6 +20,7 @@ class Engine:
     """One framework in one process. Subclasses fill in the framework-specific parts."""
 
     id: str = ""
+    scratch: Optional[str] = None  # a folder of this process's own, removed with its results (caches)
 
     def setup(self, dtype: str, threads: int = 1) -> None:
         """Configure the framework for ``dtype`` and ``threads`` before any model is built."""
@@ -75,6 +76,15 @@ class Engine:
     def threads(self) -> Dict[str, int]:
         """The threads the framework was set to use (recorded in results.json)."""
         return {}
+
+    def ran(self, config: Config, stage: str, mode: str) -> None:
+        """Record how a parity stage ("gradients" or "iterations") of ``config`` ran: "eager",
+        or the compiler it ran under (results.json and the report say so)."""
+        self.__dict__.setdefault("execution", {}).setdefault(config.name, {})[stage] = mode
+
+    def compilation_cache(self) -> Optional[Dict[str, Any]]:
+        """What the engine's compilation cache did in this process (None where there is none)."""
+        return None
 
     def precision_probes(self) -> Dict[str, Any]:
         """Op-level facts about precision: where a framework quietly leaves the chosen dtype."""

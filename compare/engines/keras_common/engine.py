@@ -46,6 +46,14 @@ def to_nchw(x: np.ndarray) -> np.ndarray:
     return x.transpose(0, 3, 1, 2) if x.ndim == 4 else x
 
 
+def build_optimizers(gan: KerasGan) -> None:
+    """A compiled or stateless step needs the optimizers' variables to exist before it is
+    traced (Keras 3 says ``built``, Keras 2 ``_built``)."""
+    for optimizer, model in ((gan.optimizer_D, gan.D), (gan.optimizer_G, gan.G)):
+        if not getattr(optimizer, "built", getattr(optimizer, "_built", False)):
+            optimizer.build(model.trainable_variables)
+
+
 class KerasEngine(Engine):
     """Shared by every Keras engine. ``keras`` is the Keras 3 or the ``tf_keras`` module."""
 

@@ -34,7 +34,8 @@ class KerasJaxBench(KerasBench):
         float(out)
 
     def custom_step(self, gan):
-        from compare.engines.keras_jax.engine import build_optimizers, state_of, stateless_step
+        from compare.engines.keras_common.engine import build_optimizers
+        from compare.engines.keras_jax.engine import state_of, stateless_step
 
         build_optimizers(gan)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import functools
+import os
 
 import jax
 import keras
 
-from compare.engines.keras_common.engine import KerasEngine
+from compare.engines.keras_common.engine import KerasEngine, build_optimizers
 
 
 def variable_groups(gan) -> tuple:
@@ -57,11 +59,7 @@ def stateless_step(gan, state, real, z, y_real, y_fake, step: bool = True):
     return (g_train, g_state, d_train, d_state, d_opt, g_opt), (errD_real, errD_fake, errG), d_grads, g_grads
 
 
-def build_optimizers(gan) -> None:
-    """A stateless step needs the optimizers' variables to exist first."""
-    for optimizer, model in ((gan.optimizer_D, gan.D), (gan.optimizer_G, gan.G)):
-        if not optimizer.built:
-            optimizer.build(model.trainable_variables)
+CACHE_EVENTS = "/jax/compilation_cache/cache_"
 
 
 class KerasJaxEngine(KerasEngine):
@@ -77,7 +75,28 @@ class KerasJaxEngine(KerasEngine):
 
     def __init__(self):
         self.steps = {}
-        self.execution = {}
+        self.cache_events = collections.Counter()
+
+    def setup(self, dtype: str, threads: int = 1) -> None:
+        if self.scratch:
+            # Models of the same structure lower to the same XLA program: every scenario, init and
+            # variant compiles a fresh combined model, and train_on_batch compiles its step again.
+            # JAX's compilation cache, in this process's own folder, compiles each program once
+            # (a hit loads the executable XLA made for the same program, so nothing computes otherwise).
+            jax.config.update("jax_compilation_cache_dir", os.path.join(self.scratch, "xla"))
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+            jax.monitoring.register_event_listener(self.count_cache_event)
+        super().setup(dtype, threads)
+
+    def count_cache_event(self, event: str, **kwargs) -> None:
+        if event.startswith(CACHE_EVENTS):
+            self.cache_events[event.rsplit("/", 1)[1]] += 1
+
+    def compilation_cache(self):
+        if not self.scratch:
+            return None
+        return {"kind": "jax compilation cache, one folder per engine process",
+                "hits": self.cache_events["cache_hits"], "misses": self.cache_events["cache_misses"]}
 
     def step_function(self, gan, step: bool):
         """jax.jit of the stateless step for a loop long enough to repay the compile, traced
@@ -88,7 +107,7 @@ class KerasJaxEngine(KerasEngine):
         compiled = step and iterations(gan.config) >= self.COMPILE_FROM
         mode = "jax.jit" if compiled else "eager"
         stage = "iterations" if step else "gradients"
-        self.execution.setdefault(gan.config.name, {})[stage] = mode
+        self.ran(gan.config, stage, mode)
         if not compiled:
             return functools.partial(stateless_step, gan, step=step)
         if gan.config not in self.steps:

@@ -26,16 +26,10 @@ def setup_tensorflow(device: str) -> Optional[str]:
 
 def tape_step(gan):
     """Shared with tf-keras: the parity runs' canonical tape iteration, compiled with tf.function."""
-    from compare.engines.keras_tensorflow.engine import tape_step as canonical_tape_step
+    from compare.engines.keras_tensorflow.engine import compiled_tape_step
 
-    gan.optimizer_D.build(gan.D.trainable_variables)  # slots made outside the traced function
-    gan.optimizer_G.build(gan.G.trainable_variables)
-
-    @tf.function
-    def step(real, z, y_real, y_fake):
-        return canonical_tape_step(gan, real, z, y_real, y_fake)[2]
-
-    return lambda: step(gan.real, gan.z, gan.y_real, gan.y_fake)
+    step = compiled_tape_step(gan)
+    return lambda: step(gan.real, gan.z, gan.y_real, gan.y_fake)[2]
 
 
 def tensorflow_gpu_memory() -> tuple:
