@@ -222,12 +222,29 @@ def engine_section(results: dict) -> str:
                         for part, mode in parts.items() if mode != "eager"]
             mode = "; ".join(compiled) + ("; the rest eager" if compiled else "") if run.get("execution") else ""
             if run.get("reused"):
-                note = (note + " " if note else "") + f"reused the stored run of {run['reused']['ran_at']}"
+                note = (note + " " if note else "") + reuse_note(run["reused"])
             rows.append([engine, info["description"], dtype, run["status"], versions, threads,
                          mode or ("eager" if run.get("execution") else ""), note])
     # timings stay in results.json and the performance section: they are not facts about the versions
     return tabulate(rows, ["engine", "framework", "dtype", "status", "versions", "threads", "parity ran", "note"],
                     tablefmt="github")
+
+
+def reuse_note(reused: dict) -> str:
+    """Which parts of an engine run came from the result cache, when they ran, and what ran again."""
+    parts = reused.get("parts") or {"parity": reused["ran_at"]}
+    times = sorted(set(parts.values()))
+    when = f"of {times[0]}" if len(times) == 1 else f"made from {times[0]} to {times[-1]}"
+    ran = reused.get("ran") or []
+    if not ran:
+        return f"reused the stored run {when}"
+
+    def what(names: List[str]) -> str:
+        scenarios = [n.split(":", 1)[1] for n in names if n != "parity"]
+        listed = ", ".join(scenarios) if len(scenarios) <= 3 else f"{len(scenarios)} scenarios"
+        return " and ".join((["the parity stages"] if "parity" in names else []) + ([listed] if scenarios else []))
+
+    return f"reused {what(list(parts))} (stored runs {when}); ran {what(ran)}"
 
 
 def parity_section(results: dict) -> List[str]:
