@@ -16,6 +16,7 @@ import pytest
 from compare import cache
 from compare.engines import ENGINES
 from compare.tests.locations import child_env
+from compare.tests.plugin import strip_timings
 
 
 def package_copy(tmp_path):
@@ -105,9 +106,13 @@ def report(root, out, store, *extra):
                           env=dict(child_env(COMPARE_CACHE_DIR=str(store)), PYTHONPATH=str(root)))
 
 
-def run_of(out):
+def results_of(out):
     with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
-        return json.load(f)["engines"]["torch"]["runs"]["float32"]
+        return json.load(f)
+
+
+def run_of(out):
+    return results_of(out)["engines"]["torch"]["runs"]["float32"]
 
 
 def scenarios_run(stderr: str) -> list:
@@ -150,6 +155,8 @@ def test_stored_parts_are_reused_rerun_after_an_edit_refreshed_and_never_trusted
 
     fresh = report(root, tmp_path / "d", store, "--fresh")
     assert fresh.returncode == 0 and scenarios_run(fresh.stderr) == every and "reused" not in run_of(tmp_path / "d")
+    # two real runs (the first and this one) give the same results apart from timings and dates
+    assert strip_timings(results_of(tmp_path / "a")) == strip_timings(results_of(tmp_path / "d"))
 
     stored = keys(root)
     with open(store / stored["torch float32 parity"] / "arrays.npz", "r+b") as f:
