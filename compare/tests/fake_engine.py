@@ -1,7 +1,8 @@
 """A stand-in engine for the tests of the runner and the report: it imports no framework, so
-its process starts in a fraction of a second. Registered only where ``COMPARE_TEST_ENGINE``
-is set (see ``compare.engines``). Its numbers are deterministic placeholders, not a GAN: its
-parity records fail, and no scenario has an implementation for it."""
+its process starts in a fraction of a second. Registered, under each id that
+``COMPARE_TEST_ENGINES`` names, only where that variable is set (see ``compare.engines``).
+Its numbers are deterministic placeholders, not a GAN: its parity records fail, and no
+scenario has an implementation for it."""
 
 from __future__ import annotations
 
