@@ -245,8 +245,8 @@ def store(fields: dict, facts: dict, arrays_path: Optional[str], seconds: float)
 
 @dataclasses.dataclass
 class Plan:
-    """What one engine run needs after looking in the store: the parts found, and what its
-    process must still run (None: no process at all)."""
+    """What one engine run needs after looking in the store: the key fields of each part, the
+    parts found, and what its process must still run (nothing at all when ``complete``)."""
 
     engine: str
     dtype: str
@@ -320,5 +320,7 @@ def merge(plan: Plan, run: Optional[EngineRun]) -> EngineRun:
                 facts[name] = run.facts[name]
     return EngineRun(plan.engine, plan.dtype, "ok", facts=facts,
                      arrays_path=parity["arrays_path"] if parity else run.arrays_path,
-                     seconds=run.seconds if run is not None else sum(h["seconds"] for h in plan.hits.values()),
+                     # reused whole: the time of the process that made the parity part (or the scenarios)
+                     seconds=run.seconds if run is not None else parity["seconds"] if parity else sum(
+                         h["seconds"] for h in plan.hits.values()),
                      stderr_tail=run.stderr_tail if run is not None else [], reused=plan.reused)
