@@ -31,7 +31,8 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: starts `compare` command lines or extra engine processes")
+    config.addinivalue_line("markers", "slow: starts engine processes of its own (beyond the session's), "
+                                       "pytest or a wheel build")
     config.addinivalue_line("markers", "dtypes(*names): the dtypes of engine_runs the test reads "
                                        "(default: its dtype parameter, else both)")
     # the tests' `compare report` runs neither read nor fill the user's result cache

@@ -39,6 +39,7 @@ def torch_toy(tmp_path_factory):
     return done, out
 
 
+@pytest.mark.slow  # the bench's own engine processes
 def test_runs_and_writes_well_formed_json(torch_toy):
     done, out = torch_toy
     assert done.returncode == 0, done.stderr
@@ -74,6 +75,7 @@ def test_ratios_are_taken_pair_by_pair():
     assert rows[1]["memory_formula"] == "max(PG, 3 PG)"
 
 
+@pytest.mark.slow  # the bench's own engine processes
 def test_predictions_come_from_the_flop_model(torch_toy):
     done, out = torch_toy
     assert done.returncode == 0, done.stderr
