@@ -41,6 +41,7 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,7 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cpu (default) or cuda (TF32 off); cuda needs a GPU")
     parser.add_argument("--out", help="also write the results as JSON to this file")
     parser.add_argument("--report-floor", action="store_true",
-                        help="also time `python -m compare report` against starting its engine processes (minutes)")
+                        help="also time `python -m compare report` against starting its engine processes: cold "
+                             "(an empty result cache), again with nothing changed, and after an edit to one scenario "
+                             "(in a temporary copy of the package), back to back (minutes)")
+    parser.add_argument("--edit-scenario", default=EDITED_SCENARIO,
+                        help=f"the scenario whose code --report-floor edits (default {EDITED_SCENARIO})")
+    parser.add_argument("--suite", action="store_true",
+                        help="also time the package's tests: all of them and `--engines torch` (minutes)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="time no idiom: only what --report-floor and --suite ask for")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser
 
@@ -390,10 +399,19 @@ def build_rows(engine: str, size: str, timing: dict, memory: Dict[str, dict], bl
     return rows
 
 
-def report_floor(engines: List[str], progress: Callable[[str], None]) -> dict:
+# the report figures: (name, what differs from the cold run, the most times the floor it aims at)
+REPORT_RUNS = (("cold", "an empty result cache", 5.0), ("warm", "again, nothing changed", 1.5),
+               ("edited", "after an edit to one scenario", 2.5))
+EDITED_SCENARIO = "scope.g_step"  # the catalog's first; --edit-scenario picks another
+SUITE_AIMS = {"suite": 150.0, "torch": 40.0}  # seconds, on an idle 2-core machine
+
+
+def report_floor(engines: List[str], progress: Callable[[str], None], scenario: str = EDITED_SCENARIO) -> dict:
     """Wall time of ``python -m compare report`` and of its floor: the same engine processes
     (one per engine and dtype, as many at once as the report runs) importing their framework
-    and exiting. The report adds the reference engine, so the floor does too."""
+    and exiting. The report adds the reference engine, so the floor does too. Measured back to
+    back, with a result cache of its own: cold (the cache empty), warm (the same again) and
+    edited (a copy of the package in which ``scenario``'s code changed)."""
     engines = ([REFERENCE] if REFERENCE not in engines and not ENGINES[REFERENCE].missing() else []) + engines
     pairs = [(e, d) for e in engines for d in ("float32", "float64")]
     failed: List[str] = []
@@ -414,26 +432,85 @@ def report_floor(engines: List[str], progress: Callable[[str], None]) -> dict:
     jobs = min(os.cpu_count() or 1, len(pairs))  # as many at once as the report runs (its default)
     in_parallel(pairs, jobs, work)
     floor = time.monotonic() - started
-    progress(f"report floor: {floor:.1f} s; now timing `python -m compare report` (minutes)")
-    with tempfile.TemporaryDirectory(prefix="compare-bench-report-") as out:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-        started = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "compare", "report", "--out", out, "--quiet",
-                                 "--engines", ",".join(engines)], env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
-        try:
-            _, stderr = proc.communicate()
-        except BaseException:  # SIGTERM makes the report stop its own engine processes
-            proc.terminate()
-            proc.wait(60)
-            raise
-        report = time.monotonic() - started
-        account = account_for(os.path.join(out, "results.json"))
-    progress(f"report: {report:.1f} s (exit status {proc.returncode})")
-    return {"engines": engines, "processes": len(pairs), "jobs": jobs, "floor_s": floor, "report_s": report,
-            "ratio": report / floor if floor else None, "report_exit_status": proc.returncode,
-            "floor_engine_s": sum(floor_engine_s), "account": account,
+    progress(f"report floor: {floor:.1f} s")
+    runs, account, stderr = [], None, ""
+    with tempfile.TemporaryDirectory(prefix="compare-bench-report-") as workdir:
+        edited_root = os.path.join(workdir, "package")
+        edit_scenario(edited_root, scenario)
+        for name, what, aim in REPORT_RUNS:
+            out = os.path.join(workdir, name)
+            progress(f"report, {what}: timing `python -m compare report`")
+            seconds, status, stderr = time_report(edited_root if name == "edited" else ROOT, engines, out,
+                                                  os.path.join(workdir, "cache"))
+            runs.append({"name": name, "what": what, "seconds": seconds, "ratio": seconds / floor if floor else None,
+                         "aim": aim, "exit_status": status})
+            progress(f"report, {what}: {seconds:.1f} s (exit status {status})")
+            if name == "cold":
+                account = account_for(os.path.join(out, "results.json"))
+    cold = runs[0]
+    return {"engines": engines, "processes": len(pairs), "jobs": jobs, "floor_s": floor, "report_s": cold["seconds"],
+            "ratio": cold["ratio"], "report_exit_status": cold["exit_status"], "runs": runs,
+            "edited_scenario": scenario, "floor_engine_s": sum(floor_engine_s), "account": account,
             "floor_failures": failed, "report_stderr_tail": stderr.splitlines()[-STDERR_TAIL:]}
+
+
+def edit_scenario(root: str, scenario: str) -> None:
+    """A copy of the package under ``root`` in which every implementation of ``scenario`` has
+    one line more (a comment): its code changed, nothing else did."""
+    import inspect
+
+    from compare.scenarios import catalog
+
+    shutil.copytree(os.path.join(ROOT, "compare"), os.path.join(root, "compare"),
+                    ignore=shutil.ignore_patterns("tests", "__pycache__"))
+    functions = {id(f): f for f in catalog()[scenario].implementations.values()}.values()
+    # the last in a file first, so that an inserted line moves none still to edit
+    for fn in sorted(functions, key=lambda f: (inspect.getsourcefile(f), -inspect.getsourcelines(f)[1])):
+        lines, first = inspect.getsourcelines(fn)
+        path = os.path.join(root, os.path.relpath(inspect.getsourcefile(fn), ROOT))
+        with open(path, encoding="utf-8") as f:
+            text = f.readlines()
+        # after the line that ends the signature, indented as the body
+        end = first - 1 + next(i for i, line in enumerate(lines) if line.rstrip().endswith(":")
+                               and not line.lstrip().startswith("@"))
+        body = text[end + 1]
+        text.insert(end + 1, body[:len(body) - len(body.lstrip())] + "# edited by compare bench\n")
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(text)
+
+
+def time_report(root: str, engines: List[str], out: str, cache_dir: str) -> Tuple[float, int, str]:
+    """(seconds, exit status, stderr) of one ``python -m compare report`` of the package at ``root``."""
+    env = dict(os.environ, COMPARE_CACHE_DIR=cache_dir,
+               PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "compare", "report", "--out", out, "--quiet",
+                             "--engines", ",".join(engines)], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
+    try:
+        _, stderr = proc.communicate()
+    except BaseException:  # SIGTERM makes the report stop its own engine processes
+        proc.terminate()
+        proc.wait(60)
+        raise
+    return time.monotonic() - started, proc.returncode, stderr
+
+
+def suite_times(progress: Callable[[str], None]) -> dict:
+    """Wall time of the package's tests: all of them, and those of torch alone (``--engines torch``)."""
+    out = {}
+    for name, extra in (("suite", []), ("torch", ["--engines", "torch"])):
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "compare", *extra]
+        progress(f"tests: timing {' '.join(command[1:])} (minutes)")
+        started = time.monotonic()
+        done = subprocess.run(command, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
+                                  ROOT, os.environ.get("PYTHONPATH")]))))
+        out[name] = {"command": "python " + " ".join(command[1:]), "seconds": time.monotonic() - started,
+                     "aim_s": SUITE_AIMS[name], "exit_status": done.returncode,
+                     "summary": (done.stdout.strip().splitlines() or [""])[-1]}
+        progress(f"tests: {out[name]['seconds']:.1f} s ({out[name]['summary']})")
+    return out
 
 
 PHASES = ("import", "parity", "scenarios")  # what an engine process records in phase_seconds
@@ -486,6 +563,15 @@ def _agree(flag: Optional[bool]) -> str:
 
 
 def print_table(results: dict) -> None:
+    if results["rows"]:
+        print_idioms(results)
+    from compare.report import report_timings
+
+    for line in report_timings(results):
+        print(line)
+
+
+def print_idioms(results: dict) -> None:
     from tabulate import tabulate
 
     rows = []
@@ -519,16 +605,7 @@ def print_table(results: dict) -> None:
         flops = ", ".join(f"{k} {v / 1e6:.1f}M" for k, v in data.items() if not k[0] in "PA")
         memory = ", ".join(f"{k} {v / 2 ** 20:.2f} MiB" for k, v in data.items() if k[0] in "PA")
         print(f"\n{size} blocks: FLOPs {flops}; bytes {memory}")
-    floor = results.get("report_floor")
-    if floor:
-        print(f"\n`python -m compare report` ({', '.join(floor['engines'])}, both dtypes): {floor['report_s']:.1f} s; "
-              f"floor (its {floor['processes']} engine processes importing their framework and exiting): "
-              f"{floor['floor_s']:.1f} s; ratio {_fmt(floor['ratio'])}"
-              + (f"; the report exited with status {status}" if (status := floor["report_exit_status"]) else ""))
-        from compare.report import floor_account
-
-        for line in floor_account(floor):
-            print(line)
+    print()
 
 
 MEMORY_NOTES = {
@@ -563,6 +640,12 @@ def parse_arguments(argv: List[str]) -> Tuple[argparse.Namespace, List[str], Lis
         parser.error("--repeats must be at least 1")
     if args.warmup < 0:
         parser.error("--warmup must not be negative")
+    from compare.scenarios import catalog
+
+    if args.edit_scenario not in catalog():
+        parser.error(f"--edit-scenario: unknown scenario {args.edit_scenario}; valid scenarios: {', '.join(catalog())}")
+    if args.report_only and not (args.report_floor or args.suite):
+        parser.error("--report-only needs --report-floor or --suite")
     if args.device == "cuda" and not gpu_present():
         parser.error("--device cuda: no GPU is visible on this machine")
     if args.out:
@@ -605,14 +688,17 @@ def main(argv: List[str]) -> int:
                                "cpu_count": os.cpu_count(), "machine": platform.machine()},
                "sizes": {s: SIZE_NOTES[s] for s in sizes},
                "model": {"blocks": {}, "block_meaning": BLOCKS, "direct_flops": {}, "note": ""},
-               "memory_note": MEMORY_NOTES[args.device], "versions": {}, "rows": rows, "report_floor": None}
+               "memory_note": MEMORY_NOTES[args.device], "versions": {}, "rows": rows, "report_floor": None,
+               "suite": None}
     options = ["--repeats", str(args.repeats), "--warmup", str(args.warmup)]
     started = time.monotonic()
     failed = False
     with tempfile.TemporaryDirectory(prefix="compare-bench-") as workdir:
         children = Children(workdir, args.device, progress)
         try:
-            if ENGINES[REFERENCE].missing():
+            if args.report_only:
+                results["model"]["note"] = "no idiom was timed (--report-only)"
+            elif ENGINES[REFERENCE].missing():
                 results["model"]["note"] = "no predictions: FLOPs are counted with torch, which is not installed"
             else:
                 counted = children.run("count", REFERENCE, ",".join(sizes))
@@ -623,7 +709,7 @@ def main(argv: List[str]) -> int:
                 else:
                     results["model"]["note"] = f"no predictions: counting FLOPs failed ({counted.get('reason')})"
                     failed = counted["status"] == "failed"
-            for engine in installed:
+            for engine in [] if args.report_only else installed:
                 for size in sizes:
                     timing = children.run("time", engine, size, *options)
                     if timing["status"] != "ok":
@@ -639,7 +725,9 @@ def main(argv: List[str]) -> int:
                         failed |= memory[idiom]["status"] == "failed"
                     rows.extend(build_rows(engine, size, timing, memory, results["model"]["blocks"].get(size)))
             if args.report_floor:
-                results["report_floor"] = report_floor(installed, progress)
+                results["report_floor"] = report_floor(installed, progress, args.edit_scenario)
+            if args.suite:
+                results["suite"] = suite_times(progress)
         except KeyboardInterrupt:
             print("compare bench: interrupted", file=sys.stderr)
             return 130

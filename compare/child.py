@@ -45,7 +45,7 @@ def main(argv) -> int:
     parser.add_argument("engine")
     parser.add_argument("dtype")
     parser.add_argument("out_dir")
-    parser.add_argument("--scenarios", help="comma-separated scenario ids (default: all)")
+    parser.add_argument("--scenarios", help="comma-separated scenario ids (default: all; empty: none)")
     parser.add_argument("--no-parity", action="store_true")
     args = parser.parse_args(argv)
     engine_id, dtype, out_dir = args.engine, args.dtype, args.out_dir
@@ -62,8 +62,8 @@ def main(argv) -> int:
     progress("importing framework")
     engine = importlib.import_module(spec.module).ENGINE
     imported = time.monotonic() - started
-    facts, arrays = run_program(engine, dtype, progress, parity=not args.no_parity,
-                                scenarios=args.scenarios.split(",") if args.scenarios else None,
+    only = None if args.scenarios is None else [s for s in args.scenarios.split(",") if s]
+    facts, arrays = run_program(engine, dtype, progress, parity=not args.no_parity, scenarios=only,
                                 threads=int(os.environ.get("COMPARE_THREADS", "1")),
                                 scratch=os.path.join(out_dir, "scratch"))
     facts["seconds"] = time.monotonic() - started

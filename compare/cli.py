@@ -322,7 +322,7 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     from compare import parity
     from compare.observations import collect
-    from compare.runner import EngineRun, removed_variables, run_engines, workspace
+    from compare.runner import removed_variables, run_engines, workspace
 
     removed = removed_variables()
     if removed:
@@ -331,25 +331,23 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     started = time.monotonic()
     # a run with injected faults is a test of the runner, never a result worth keeping or reusing
-    use_cache = not os.environ.get(faults.ENV)
-    keys = {(e, d): cache.key_fields(e, d, args.threads, ["parity", "all scenarios"])
-            for e in engines if ENGINES[e].available() for d in dtypes} if use_cache else {}
-    reused = {}
-    for (engine, dtype), fields in keys.items():
-        hit = None if args.fresh else cache.lookup(fields)
-        if hit:
-            reused[(engine, dtype)] = EngineRun(engine, dtype, "ok", facts=hit["facts"], arrays_path=hit["arrays_path"],
-                                                seconds=hit["seconds"], reused={"ran_at": hit["ran_at"]})
-            progress(f"[{engine} {dtype}] reused the stored run of {hit['ran_at']} (same versions, code and platform)")
+    plans = {(e, d): cache.plan(e, d, args.threads, fresh=args.fresh)
+             for e in engines if ENGINES[e].available() for d in dtypes} if not os.environ.get(faults.ENV) else {}
+    for (engine, dtype), plan in plans.items():
+        if plan.hits:
+            progress(f"[{engine} {dtype}] {report.reuse_note(plan.reused)} (same versions, code and platform)")
     with workspace() as workdir:
         default, per_engine = timeouts(args)
         runs = run_engines(engines, dtypes, workdir, jobs=args.jobs, timeout=default, timeouts=per_engine,
-                           progress=progress, threads=args.threads, skip=set(reused))
-        for pair, run in runs.items():
-            if run.status == "ok" and pair in keys:
-                cache.store(keys[pair], run.facts_path, run.arrays_path, run.seconds)
-        runs = {k: (reused.get(k) or runs[k]) for k in sorted(set(runs) | set(reused),
-                                                               key=lambda k: (list(ENGINES).index(k[0]), k[1]))}
+                           progress=progress, threads=args.threads,
+                           skip={pair for pair, plan in plans.items() if plan.complete},
+                           parts={pair: (plan.parity, plan.scenarios if plan.hits else None)
+                                  for pair, plan in plans.items()})
+        for pair, plan in plans.items():
+            if pair in runs:
+                cache.keep(plan, runs[pair])
+            runs[pair] = cache.merge(plan, runs.get(pair))
+        runs = {k: runs[k] for k in sorted(runs, key=lambda k: (list(ENGINES).index(k[0]), k[1]))}
         records = parity.compare_runs(runs)
         observations = collect(engines, runs)
         results = report.build_results(engines, dtypes, runs, records, observations, performance)

@@ -89,7 +89,7 @@ def load_bench(path: str) -> dict:
             "predicted_memory_ratio", "memory_within_tolerance", "memory_formula", "facts")
     return {"source": os.path.basename(path), "schema": data["schema"], "settings": data.get("settings"),
             "environment": data.get("environment"), "sizes": data.get("sizes"),
-            "memory_note": data.get("memory_note"), "report_floor": data.get("report_floor"),
+            "memory_note": data.get("memory_note"), "report_floor": data.get("report_floor"), "suite": data.get("suite"),
             "rows": [{k: r.get(k) for k in keep if k in r} for r in data.get("rows", [])]}
 
 
@@ -122,11 +122,25 @@ def check_bench(data: dict) -> None:
         for key in ("predicted_ratio", "memory_ratio", "predicted_memory_ratio", "peak_bytes"):
             need(row.get(key), "a number", f"{where}.{key}", optional=True)
         need(row.get("facts"), "an object", f"{where}.facts", optional=True)
+    for name, times in (need(data.get("suite"), "an object", "suite", optional=True) or {}).items():
+        need(times, "an object", f"suite.{name}")
+        for key in ("command", "summary"):
+            need(times.get(key), "a string", f"suite.{name}.{key}")
+        for key in ("seconds", "aim_s"):
+            need(times.get(key), "a number", f"suite.{name}.{key}")
     floor = need(data.get("report_floor"), "an object", "report_floor", optional=True)
     if not floor:
         return
     for key in ("report_s", "floor_s", "ratio", "processes"):
         need(floor.get(key), "a number", f"report_floor.{key}")
+    for i, run in enumerate(need(floor.get("runs"), "a list", "report_floor.runs", optional=True) or []):
+        need(run, "an object", f"report_floor.runs[{i}]")
+        for key in ("name", "what"):
+            need(run.get(key), "a string", f"report_floor.runs[{i}].{key}")
+        for key in ("seconds", "ratio", "aim"):
+            need(run.get(key), "a number", f"report_floor.runs[{i}].{key}")
+    if floor.get("runs"):
+        need(floor.get("edited_scenario"), "a string", "report_floor.edited_scenario")
     account = need(floor.get("account"), "an object", "report_floor.account", optional=True)
     if not account or "floor_engine_s" not in floor:
         return
@@ -233,11 +247,28 @@ def engine_section(results: dict) -> str:
             threads = ", ".join(f"{k} {v}" for k, v in (run.get("threads") or {}).items())
             mode = execution_phrase(run.get("execution") or {})
             if run.get("reused"):
-                note = (note + " " if note else "") + f"reused the stored run of {run['reused']['ran_at']}"
+                note = (note + " " if note else "") + reuse_note(run["reused"])
             rows.append([engine, info["description"], dtype, run["status"], versions, threads, mode, note])
     # timings stay in results.json and the performance section: they are not facts about the versions
     return tabulate(rows, ["engine", "framework", "dtype", "status", "versions", "threads", "parity ran", "note"],
                     tablefmt="github")
+
+
+def reuse_note(reused: dict) -> str:
+    """Which parts of an engine run came from the result cache, when they ran, and what ran again."""
+    parts = reused.get("parts") or {"parity": reused["ran_at"]}
+    times = sorted(set(parts.values()))
+    when = f"of {times[0]}" if len(times) == 1 else f"made from {times[0]} to {times[-1]}"
+    ran = reused.get("ran") or []
+    if not ran:
+        return f"reused the stored run {when}"
+
+    def what(names: List[str]) -> str:
+        scenarios = [n.split(":", 1)[1] for n in names if n != "parity"]
+        listed = ", ".join(scenarios) if len(scenarios) <= 3 else f"{len(scenarios)} scenarios"
+        return " and ".join((["the parity stages"] if "parity" in names else []) + ([listed] if scenarios else []))
+
+    return f"reused {what(list(parts))} (stored runs {when}); ran {what(ran)}"
 
 
 def parity_section(results: dict) -> List[str]:
@@ -674,6 +705,9 @@ def wrap_prose(text: str, width: int = 100) -> str:
 
 
 def performance_section(performance: dict) -> List[str]:
+    if not performance["rows"]:  # a bench run that timed the report and the tests only
+        out = ["## Performance", "", f"From `compare bench` ({performance['source']}).", ""]
+        return out + report_timings(performance)
     settings = performance.get("settings") or {}
     out = [
         "## Performance",
@@ -727,15 +761,42 @@ def performance_section(performance: dict) -> List[str]:
             if rows:
                 out.append(f"- {what} ({', '.join(rows)}): not explained by this run.")
         out.append("")
-    floor = performance.get("report_floor")
-    if floor:
-        out += [f"`python -m compare report` took {floor['report_s']:.1f} s; starting the same {floor['processes']} "
-                f"engine processes to import their frameworks and exit took {floor['floor_s']:.1f} s: "
-                f"{floor['ratio']:.2f} times the floor.", ""]
-        account = floor_account(floor)
-        if account:
-            out += account + [""]
+    return out + report_timings(performance)
+
+
+def report_timings(performance: dict) -> List[str]:
+    """The report's and the tests' wall times and the account of the report's time, if measured."""
+    out = []
+    for lines in (report_figures(performance.get("report_floor"), performance.get("suite")),
+                  floor_account(performance.get("report_floor") or {})):
+        out += lines + [""] if lines else []
     return out
+
+
+def report_figures(floor: Optional[dict], suite: Optional[dict]) -> List[str]:
+    """The report's and the tests' wall times from `compare bench --report-floor --suite`, each
+    beside its floor, the ratio and what it aims at, as Markdown lines."""
+    lines = []
+    if floor and not floor.get("runs"):  # a bench file from before the warm and edited runs were measured
+        lines += [f"`python -m compare report` took {floor['report_s']:.1f} s; starting the same {floor['processes']} "
+                  f"engine processes to import their frameworks and exit took {floor['floor_s']:.1f} s: "
+                  f"{floor['ratio']:.2f} times the floor."]
+    elif floor:
+        lines += [f"`python -m compare report` ({', '.join(floor.get('engines') or [])}, both dtypes) against its "
+                  f"floor, starting the same {floor['processes']} engine processes to import their frameworks and "
+                  f"exit ({floor['floor_s']:.1f} s), measured back to back in one run:", ""]
+        rows = [[r["what"] + (f" ({floor['edited_scenario']})" if r["name"] == "edited" else ""),
+                 f"{r['seconds']:.1f}", f"{floor['floor_s']:.1f}", fmt_ratio(r["ratio"]),
+                 f"{r['aim']:g}" + ("" if r["ratio"] is None or r["ratio"] <= r["aim"] else " (missed)"),
+                 r["exit_status"]] for r in floor["runs"]]
+        lines += [tabulate(rows, ["report", "seconds", "floor s", "ratio", "aim (times the floor)", "exit status"],
+                           tablefmt="github", disable_numparse=True)]
+    if suite:
+        rows = [[f"`{t['command']}`", f"{t['seconds']:.1f}", f"{t['aim_s']:g}" + (
+            "" if t["seconds"] <= t["aim_s"] else " (missed)"), t["summary"]] for t in suite.values()]
+        lines += ([""] if lines else []) + [
+            tabulate(rows, ["tests", "seconds", "aim s", "outcome"], tablefmt="github", disable_numparse=True)]
+    return lines
 
 
 def fmt_ratio(value: Optional[float]) -> str:

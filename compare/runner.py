@@ -37,7 +37,7 @@ class EngineRun:
     arrays_path: Optional[str] = None
     seconds: float = 0.0
     stderr_tail: List[str] = dataclasses.field(default_factory=list)
-    reused: Optional[dict] = None  # {"ran_at": ...} where the run came from the result cache
+    reused: Optional[dict] = None  # where parts came from the result cache: which, and when they ran
 
     @property
     def facts_path(self) -> Optional[str]:
@@ -263,13 +263,18 @@ def check_facts(facts) -> None:
 def run_engines(engines: List[str], dtypes: List[str], workdir: str, jobs: Optional[int] = None,
                 timeout: float = DEFAULT_TIMEOUT, progress: Callable[[str], None] = lambda line: None,
                 parity: bool = True, scenarios: Optional[List[str]] = None, threads: int = 1,
-                timeouts: Optional[Dict[str, float]] = None,
-                skip: Optional[set] = None) -> Dict[Tuple[str, str], EngineRun]:
+                timeouts: Optional[Dict[str, float]] = None, skip: Optional[set] = None,
+                parts: Optional[Dict[Tuple[str, str], Tuple[bool, Optional[List[str]]]]] = None,
+                ) -> Dict[Tuple[str, str], EngineRun]:
     """Run every (engine, dtype) pair; an engine that is not installed is reported, not run.
-    ``parity=False`` skips the parity stages; ``scenarios`` limits the scenarios run;
-    ``threads`` is each framework's thread count; ``timeouts`` overrides ``timeout`` per engine;
-    the (engine, dtype) pairs in ``skip`` are not run (the caller has them already)."""
-    options = ([] if parity else ["--no-parity"]) + (["--scenarios", ",".join(scenarios)] if scenarios else [])
+    ``parity=False`` skips the parity stages; ``scenarios`` limits the scenarios run (an empty
+    list: none); ``parts`` sets both per pair instead; ``threads`` is each framework's thread
+    count; ``timeouts`` overrides ``timeout`` per engine; the (engine, dtype) pairs in ``skip``
+    are not run (the caller has them already)."""
+    def options(pair: Tuple[str, str]) -> List[str]:
+        run_parity, only = (parts or {}).get(pair, (parity, scenarios))
+        return ([] if run_parity else ["--no-parity"]) + ([] if only is None else ["--scenarios", ",".join(only)])
+
     timeouts = timeouts or {}
     runs: Dict[Tuple[str, str], EngineRun] = {}
     todo = []
@@ -291,7 +296,7 @@ def run_engines(engines: List[str], dtypes: List[str], workdir: str, jobs: Optio
     def work(job: Tuple[str, str], live: Live) -> None:
         engine, dtype = job
         progress(f"[{engine} {dtype}] starting")
-        run = _run_child(engine, dtype, workdir, timeouts.get(engine, timeout), progress, live, options, threads)
+        run = _run_child(engine, dtype, workdir, timeouts.get(engine, timeout), progress, live, options(job), threads)
         if run.status != "ok":
             progress(f"[{engine} {dtype}] {run.status}: {run.reason}")
         runs[job] = run

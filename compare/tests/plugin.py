@@ -1,5 +1,5 @@
 """The pytest plugin of compare's tests: the ``--engines`` option, and one run of each engine
-in both dtypes, shared by the whole session.
+in each dtype the selected tests read, shared by the whole session.
 
 pytest loads it at start-up (the ``pytest11`` entry point of the installed package, or
 ``-p compare.tests.plugin``), so ``--engines`` works with ``--pyargs compare`` from any folder.
@@ -7,7 +7,8 @@ Engines run in child processes exactly as ``python -m compare report`` runs them
 engine that is not installed makes its tests skip, with the install command as reason.
 Only the engines that the selected tests need are started: ``--engines torch,keras-jax``
 selects the tests of those engines (and the reference, torch, which every comparison
-needs); a test that speaks about every engine asks for all of the selected ones.
+needs); a test that speaks about every engine asks for all of the selected ones. A test reads
+the dtype of its ``dtype`` parameter, or those its ``dtypes`` marker names, else both.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: starts `compare` command lines or extra engine processes")
+    config.addinivalue_line("markers", "slow: starts engine processes of its own (beyond the session's), "
+                                       "pytest or a wheel build")
+    config.addinivalue_line("markers", "dtypes(*names): the dtypes of engine_runs the test reads "
+                                       "(default: its dtype parameter, else both)")
     # the tests' `compare report` runs neither read nor fill the user's result cache
     import tempfile
 
@@ -65,22 +69,35 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 
 
-def needed_engines(session):
-    """The engines the selected tests read from ``engine_runs``, in registry order."""
+def item_dtypes(item):
+    """The dtypes a test reads: its ``dtypes`` marker, else its dtype parameter, else both."""
+    marker = item.get_closest_marker("dtypes")
+    if marker:
+        return set(marker.args)
+    callspec = getattr(item, "callspec", None)
+    return {callspec.params["dtype"]} if callspec and "dtype" in callspec.params else set(DTYPES)
+
+
+def needed_runs(session):
+    """The (engine, dtype) runs the selected tests read from ``engine_runs``, in registry order."""
     wanted, needed = selected_engines(session.config), set()
     for item in session.items:
         if "engine_runs" in getattr(item, "fixturenames", ()):
             engine = item_engine(item)
-            needed |= {REFERENCE, engine} if engine else {REFERENCE, *wanted}
-    return [e for e in ENGINES if e in needed]
+            needed |= {(e, d) for e in ({REFERENCE, engine} if engine else {REFERENCE, *wanted})
+                       for d in item_dtypes(item)}
+    return sorted(needed, key=lambda pair: (list(ENGINES).index(pair[0]), pair[1]))
 
 
 @pytest.fixture(scope="session")
 def engine_runs(request, tmp_path_factory):
+    """Every run the selected tests need, started at once (in parallel, once per session)."""
     from compare.runner import EngineRun, run_engines
 
     workdir = tmp_path_factory.mktemp("engines")
-    runs = run_engines(needed_engines(request.session), list(DTYPES), str(workdir))
+    needed = needed_runs(request.session)
+    runs = run_engines(sorted({e for e, _ in needed}, key=list(ENGINES).index), list(DTYPES), str(workdir),
+                       skip={(e, d) for e in ENGINES for d in DTYPES if (e, d) not in needed})
     for engine in ENGINES:  # the engines no selected test needs are not started
         for dtype in DTYPES:
             runs.setdefault((engine, dtype), EngineRun(engine, dtype, "not-run", "not needed by the selected tests"))
@@ -107,3 +124,12 @@ def require_run(engine_runs, engine: str, dtype: str):
         if run.status != "ok":
             pytest.fail(f"{name} {dtype} {run.status}: {run.reason}\n" + "\n".join(run.stderr_tail))
     return engine_runs[(engine, dtype)]
+
+
+def strip_timings(value):
+    """results.json without what may differ between identical runs: timings and dates."""
+    if isinstance(value, dict):
+        return {k: strip_timings(v) for k, v in value.items() if k not in ("seconds", "phase_seconds", "generated")}
+    if isinstance(value, list):
+        return [strip_timings(v) for v in value]
+    return value

@@ -39,6 +39,7 @@ def torch_toy(tmp_path_factory):
     return done, out
 
 
+@pytest.mark.slow  # the bench's own engine processes
 def test_runs_and_writes_well_formed_json(torch_toy):
     done, out = torch_toy
     assert done.returncode == 0, done.stderr
@@ -74,6 +75,7 @@ def test_ratios_are_taken_pair_by_pair():
     assert rows[1]["memory_formula"] == "max(PG, 3 PG)"
 
 
+@pytest.mark.slow  # the bench's own engine processes
 def test_predictions_come_from_the_flop_model(torch_toy):
     done, out = torch_toy
     assert done.returncode == 0, done.stderr
@@ -213,3 +215,52 @@ def test_rows_without_predictions_render_as_measured_only():
     text = "\n".join(report.performance_section({"source": "bench.json", "rows": rows}))
     assert "1.38 (0.12) / no prediction" in text and "1.50 / no prediction" in text
     assert " *" not in text and "Where the model misses" not in text
+
+
+def test_the_edited_copy_changes_one_scenarios_code_and_nothing_else(tmp_path):
+    """--report-floor's edit: in a copy of the package, every implementation of the scenario
+    gets one line more, so its parts' keys change in every engine and no other key does."""
+    from compare.scenarios import catalog
+    from compare.tests.test_cache import changed, keys, package_copy
+
+    before = keys(package_copy(tmp_path))
+    bench.edit_scenario(str(tmp_path / "edited"), "detach.recompute_fake")
+    engines = catalog()["detach.recompute_fake"].implementations
+    assert len(set(map(id, engines.values()))) > 1  # several functions, some in one file
+    assert changed(before, keys(tmp_path / "edited")) == {f"{e} float32 scenario:detach.recompute_fake"
+                                                          for e in engines}
+
+
+def test_report_figures_stand_beside_the_floor_the_ratio_and_the_aim():
+    from compare import report
+
+    floor = {"engines": ["torch", "keras-jax"], "processes": 4, "floor_s": 10.0, "report_s": 40.0, "ratio": 4.0,
+             "edited_scenario": "scope.g_step", "runs": [
+                 {"name": "cold", "what": "an empty result cache", "seconds": 40.0, "ratio": 4.0, "aim": 5.0,
+                  "exit_status": 0},
+                 {"name": "warm", "what": "again, nothing changed", "seconds": 20.0, "ratio": 2.0, "aim": 1.5,
+                  "exit_status": 0},
+                 {"name": "edited", "what": "after an edit to one scenario", "seconds": 24.0, "ratio": 2.4,
+                  "aim": 2.5, "exit_status": 0}]}
+    suite = {"suite": {"command": "python -m pytest --pyargs compare", "seconds": 160.0, "aim_s": 150.0,
+                       "exit_status": 0, "summary": "400 passed"}}
+    lines = report.report_figures(floor, suite)
+    rows = [line for line in "\n".join(lines).splitlines() if line.startswith("| ") and "---" not in line]
+    assert [cell.strip() for cell in rows[1].split("|")[1:7]] == ["an empty result cache", "40.0", "10.0", "4.00",
+                                                                  "5", "0"]
+    assert "2.00" in rows[2] and "1.5 (missed)" in rows[2]
+    assert "after an edit to one scenario (scope.g_step)" in rows[3] and "2.5 " in rows[3] and "missed" not in rows[3]
+    assert "160.0" in rows[5] and "150 (missed)" in rows[5] and "400 passed" in rows[5]
+    data = {"schema": bench.SCHEMA, "rows": [], "report_floor": floor, "suite": suite}
+    report.check_bench(data)
+    data["report_floor"]["runs"][1]["seconds"] = "slow"
+    with pytest.raises(ValueError, match=r"report_floor.runs\[1\].seconds"):
+        report.check_bench(data)
+
+
+@pytest.mark.parametrize("args,message", [(["--report-only"], "--report-only needs --report-floor or --suite"),
+                                          (["--report-floor", "--edit-scenario", "scope.nope"],
+                                           "unknown scenario scope.nope")])
+def test_report_options_are_checked_before_anything_runs(args, message):
+    done = run_bench(*args)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr

@@ -4,7 +4,11 @@ the exit status says the run was incomplete. Faults are injected with COMPARE_FA
 
 No test here depends on how fast a healthy engine runs (only the faulty one gets a short
 timeout), and none looks at processes it did not start: every run carries a token of its
-own in its environment, and "left behind" means a process with that token.
+own in its environment, and "left behind" means a process with that token. The faulty
+engines are the tests' stand-ins (``compare.tests.fake_engine``, no framework, one per kind
+of fault, all in one report): a fault at start-up comes before any framework import, and
+garbage is the runner's concern, so a real framework would add only its import time. The
+healthy engine is torch, the reference every report runs.
 """
 
 from __future__ import annotations
@@ -19,10 +23,16 @@ import uuid
 
 import pytest
 
-from compare.engines import ENGINES
+from compare.engines import ENGINES, TEST_ENGINES
 from compare.tests.locations import PACKAGE_PARENT, child_env
+from compare.tests.plugin import require_run, strip_timings
 
-HEALTHY, FAULTY = "torch", "keras-torch"
+HEALTHY = "torch"
+# the kinds of fault at the level of a whole engine process: (kind, status, reason)
+KINDS = [("segfault", "failed", "killed by signal 11"), ("exit", "failed", "exited with status 7"),
+         ("raise", "failed", "exited with status 3"), ("garbage", "failed", "unreadable result"),
+         ("hang", "timeout", "no result within 5 s")]
+FAULTY = {kind: f"fake-{kind}" for kind, _, _ in KINDS}  # a stand-in engine per kind
 pytestmark = pytest.mark.slow
 
 
@@ -38,7 +48,8 @@ HEALTHY_TIMEOUT = 1800  # a healthy engine on a loaded machine is slow, never hu
 def environment(tmp_path, fault=None):
     """The caller's environment with a token that marks every process of this run, and a
     temporary folder of the test's own."""
-    env = child_env(COMPARE_TEST_TOKEN=uuid.uuid4().hex, TMPDIR=str(tmp_path / "tmp"))
+    env = child_env(COMPARE_TEST_TOKEN=uuid.uuid4().hex, TMPDIR=str(tmp_path / "tmp"),
+                    **{TEST_ENGINES: ",".join(FAULTY.values())})
     os.makedirs(env["TMPDIR"], exist_ok=True)
     env.pop("COMPARE_FAULT_INJECT", None)
     if fault:
@@ -79,43 +90,39 @@ def wait_until_gone(token: str, seconds: float = 10.0):
     return processes_with(token)
 
 
-def report(out, fault=None, faulty_timeout=None, engines=f"{HEALTHY},{FAULTY}", extra=(), **kwargs):
+def report(out, fault=None, engines=HEALTHY, extra=(), **kwargs):
     env = environment(out.parent / f"{out.name}-env", fault)
     args = [sys.executable, "-m", "compare", "report", "--out", str(out), "--engines", engines,
-            "--dtype", "float32", "--timeout", str(HEALTHY_TIMEOUT), "--quiet"]
-    if faulty_timeout:
-        args += ["--timeout", f"{FAULTY}={faulty_timeout}"]
-    args += list(extra)
+            "--dtype", "float32", "--timeout", str(HEALTHY_TIMEOUT), "--quiet", *extra]
     return subprocess.run(args, capture_output=True, text=True, env=env, cwd=PACKAGE_PARENT, **kwargs)
 
 
-@pytest.mark.parametrize("kind,status,reason", [
-    ("segfault", "failed", "killed by signal 11"),
-    ("exit", "failed", "exited with status 7"),
-    ("raise", "failed", "exited with status 3"),
-    ("garbage", "failed", "unreadable result"),
-    ("hang", "timeout", "no result within 15 s"),
-])
-def test_engine_fault_is_isolated_and_reported(tmp_path, kind, status, reason):
-    needs(HEALTHY, FAULTY)
-    # only a hung engine gets a short timeout: the others (garbage runs the whole program) may be slow
-    out = report(tmp_path, fault=f"{FAULTY}={kind}", faulty_timeout=15 if kind == "hang" else None)
+def test_engine_faults_are_isolated_and_reported(tmp_path):
+    """One report with torch and an engine for each kind of fault: each faulty run has its
+    status and reason, torch's run and its scenario cells are whole, and the report says the
+    run was incomplete."""
+    needs(HEALTHY)
+    # only the hung engine gets a short timeout: the others (garbage runs the whole program) may be slow
+    out = report(tmp_path, fault=",".join(f"{FAULTY[kind]}={kind}" for kind in FAULTY),
+                 engines=",".join([HEALTHY, *FAULTY.values()]), extra=["--timeout", f"{FAULTY['hang']}=5"])
     assert out.returncode == 1, out.stderr
     results = json.loads((tmp_path / "results.json").read_text())
-    broken = results["engines"][FAULTY]["runs"]["float32"]
-    assert broken["status"] == status and reason in broken["reason"]
-    if kind == "raise":
-        assert any("injected failure outside any scenario" in line for line in broken["stderr_tail"])
+    for kind, status, reason in KINDS:
+        broken = results["engines"][FAULTY[kind]]["runs"]["float32"]
+        assert broken["status"] == status and reason in broken["reason"], (kind, broken)
+        if kind == "raise":
+            assert any("injected failure outside any scenario" in line for line in broken["stderr_tail"])
+        scenario_cells = {r["status"] for r in results["results"] if r["engine"] == FAULTY[kind]}
+        assert scenario_cells <= {"failed", "not-applicable"}, kind
     assert results["engines"][HEALTHY]["runs"]["float32"]["status"] == "ok"
-    scenario_cells = {r["status"] for r in results["results"] if r["engine"] == FAULTY}
-    assert scenario_cells <= {"failed", "not-applicable"}
+    assert all(r["status"] in ("ok", "raised", "not-applicable") for r in results["results"] if r["engine"] == HEALTHY)
     assert any(r["engine"] == HEALTHY and r["status"] == "ok" for r in results["results"])
     assert "Incomplete run" in (tmp_path / "REPORT.md").read_text()
 
 
 def test_broken_scenario_is_failed_and_isolated(tmp_path):
     needs(HEALTHY)
-    out = report(tmp_path, fault=f"{HEALTHY}=scenario:scope.g_step", engines=HEALTHY)
+    out = report(tmp_path, fault=f"{HEALTHY}=scenario:scope.g_step")
     results = json.loads((tmp_path / "results.json").read_text())
     by_scenario = {}
     for r in results["results"]:
@@ -174,22 +181,25 @@ def test_no_process_starts_once_the_pool_is_stopped():
     assert live.procs == {}
 
 
-def strip_timings(value):
-    """results.json without what may differ between identical runs: timings and dates."""
-    if isinstance(value, dict):
-        return {k: strip_timings(v) for k, v in value.items() if k not in ("seconds", "phase_seconds", "generated")}
-    if isinstance(value, list):
-        return [strip_timings(v) for v in value]
-    return value
+@pytest.mark.dtypes("float32")
+@pytest.mark.parametrize("engine", ["keras-torch"])
+def test_two_runs_give_identical_results_apart_from_timings(engine_runs, tmp_path, engine):
+    """The session's run of a Keras engine and a second real one (not a stored copy), each
+    with the session's torch run as reference, give the same results.json, parity records
+    included, apart from timings and dates. (Two real torch runs are compared in test_cache.)"""
+    from compare import parity, report
+    from compare.observations import collect
+    from compare.runner import run_engines
 
+    engines = [HEALTHY, engine]
+    first = {(e, "float32"): require_run(engine_runs, e, "float32") for e in engines}
+    second = dict(first, **run_engines([engine], ["float32"], str(tmp_path)))
 
-def test_two_runs_give_identical_results_apart_from_timings(tmp_path):
-    needs(HEALTHY, FAULTY)
-    first, second = tmp_path / "one", tmp_path / "two"
-    for out in (first, second):
-        done = report(out, extra=["--fresh"])  # two real runs, not one run and its stored copy
-        assert done.returncode == 0, done.stderr
-    a = json.loads((first / "results.json").read_text())
-    b = json.loads((second / "results.json").read_text())
-    assert a["generated"] and a["engines"][FAULTY]["runs"]["float32"]["seconds"] > 0
+    def results(runs):
+        return report.build_results(engines, ["float32"], runs, parity.compare_runs(runs), collect(engines, runs))
+
+    a, b = results(first), results(second)
+    assert second[(engine, "float32")] is not first[(engine, "float32")]
+    assert a["generated"] and b["engines"][engine]["runs"]["float32"]["seconds"] > 0
+    assert a["parity"] and all(r["holds"] for r in a["parity"] if r["config"] == "parity")
     assert strip_timings(a) == strip_timings(b)

@@ -60,6 +60,7 @@ def test_list_names_every_engine():
         assert engine in out.stdout
 
 
+@pytest.mark.slow  # starts an engine process of its own
 def test_report_writes_results_and_markdown(tmp_path):
     if ENGINES["torch"].missing():
         pytest.skip("torch not installed")
@@ -73,6 +74,7 @@ def test_report_writes_results_and_markdown(tmp_path):
     assert "## Parity with PyTorch" in (tmp_path / "REPORT.md").read_text()
 
 
+@pytest.mark.slow  # starts an engine process of its own
 def test_run_prints_one_scenario(tmp_path):
     if ENGINES["torch"].missing():
         pytest.skip("torch not installed")

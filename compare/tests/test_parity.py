@@ -34,6 +34,7 @@ def test_stage_matches_torch(engine_runs, parity_records, engine, dtype, stage):
     assert not failing, describe(failing)
 
 
+@pytest.mark.dtypes("float64")
 @pytest.mark.parametrize("engine", KERAS_ENGINES)
 def test_float64_trainable_parameters_within_1e9(engine_runs, parity_records, engine):
     """After one and after ten canonical iterations, every trainable parameter agrees with
@@ -49,6 +50,7 @@ def test_float64_trainable_parameters_within_1e9(engine_runs, parity_records, en
             assert record["max_abs_diff"] <= parity.TOLERANCE["float32"], describe([record])
 
 
+@pytest.mark.dtypes("float64")
 @pytest.mark.parametrize("engine", KERAS_ENGINES)
 def test_float64_state_is_equal_or_explained_by_the_variance_rule(engine_runs, parity_records, engine):
     """Every state tensor agrees within tolerance, or its difference equals what the BN

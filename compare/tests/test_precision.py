@@ -21,6 +21,7 @@ def test_bn_keeps_one_identifiable_variance_estimator(engine_runs, engine, dtype
     assert close <= 1e-5 and far >= 1e-2, probe
 
 
+@pytest.mark.dtypes("float64")
 @pytest.mark.parametrize("engine", list(ENGINES))
 def test_float64_precision_is_lost_only_where_the_rule_names_the_cause(engine_runs, engine):
     """A float64 run whose BN moving variance lies on the float32 grid must show the named
@@ -37,6 +38,7 @@ def test_float64_precision_is_lost_only_where_the_rule_names_the_cause(engine_ru
         assert error <= 1e-12, f"float64 BN misses numpy by {error:.3g} and no rule names a cause"
 
 
+@pytest.mark.dtypes("float64")
 @pytest.mark.parametrize("engine", ["keras-tensorflow", "tf-keras"])
 def test_tensorflow_casts_python_floats_through_float32(engine_runs, engine):
     """tf.cast(0.999, float64) equals numpy's float32(0.999), not 0.999: the reason the parity
@@ -46,6 +48,7 @@ def test_tensorflow_casts_python_floats_through_float32(engine_runs, engine):
     assert value == float(np.float32(0.999)) - 0.999, name
 
 
+@pytest.mark.dtypes("float64")
 @pytest.mark.parametrize("engine", ["keras-tensorflow", "tf-keras"])
 def test_float32_rounded_adam_constants_break_float64_parity(engine_runs, parity_records, engine):
     """The cause removed by the parity configuration is the real one: restoring lr 1e-3 and

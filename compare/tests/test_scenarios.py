@@ -38,6 +38,7 @@ def baseline():
     return {(r["scenario"], r["engine"], r["init"], r["variant"]): r for r in results["results"]}
 
 
+@pytest.mark.dtypes(SCENARIO_DTYPE)
 @pytest.mark.parametrize("scenario,engine", PAIRS, ids=[f"{s}-{e}" for s, e in PAIRS])
 def test_scenario_semantics_unchanged(engine_runs, observations, baseline, scenario, engine):
     require_run(engine_runs, engine, SCENARIO_DTYPE)
@@ -75,6 +76,7 @@ def test_every_engine_is_implemented_or_not_applicable_with_a_reason():
             assert claim.variants is None or set(claim.variants) <= set(scenario.variants), (scenario.id, claim.id)
 
 
+@pytest.mark.dtypes(SCENARIO_DTYPE)
 def test_first_article_numbers_reproduced_to_four_decimals(engine_runs, observations):
     """The article prints D's BN weight 0.0110 and bias 0.0010 after one Adam step from the
     constant init; torch must reproduce both to four decimals."""
