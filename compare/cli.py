@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--guide", help="where to write the migration guide (default: OUT/migration-guide.md)")
     report.add_argument("--bench", help="a `compare bench` results file for the performance section "
                                         "(default: OUT/bench.json where it exists)")
+    report.add_argument("--matrix", help="a `compare matrix` folder for the section across versions "
+                                         "(default: OUT/matrix where it holds a matrix.json)")
     report.add_argument("--engines", help=f"comma-separated engine ids (default: all): {', '.join(ENGINES)}")
     report.add_argument("--dtype", choices=DTYPES + ("both",), default="both",
                         help="precision of the runs (default: both)")
@@ -331,6 +333,15 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             performance = report.load_bench(bench_path)
         except ResultsError as exc:
             parser.error(str(exc))
+    matrix_dir = args.matrix or os.path.join(out_dir, "matrix")
+    view = None
+    if args.matrix or os.path.isfile(os.path.join(matrix_dir, "matrix.json")):
+        from compare.matrix_view import view_of
+
+        try:
+            view = view_of(matrix_dir)
+        except ResultsError as exc:
+            parser.error(str(exc))
     problem = make_folder(out_dir)  # last: a usage error leaves no folder behind
     if problem:
         parser.error(problem)
@@ -377,6 +388,7 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         records = parity.compare_runs(runs)
         observations = collect(engines, runs)
         results = report.build_results(engines, dtypes, runs, records, observations, performance)
+        results["matrix"] = view
     done = "the new report files are complete"
     try:
         paths = report.write_report(out_dir, results, args.guide)

@@ -149,6 +149,10 @@ def build_env(point: dict, target: str, live=None) -> Optional[str]:
     place when complete. Returns None, or why it could not be built (one line)."""
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
+    for stale in os.listdir(parent):  # an interrupted build of these pins is never used: remove it
+        if stale.startswith(f".build-{os.path.basename(target)}-") and \
+                time.time() - os.path.getmtime(os.path.join(parent, stale)) > INSTALL_TIMEOUT:
+            shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
     staging = tempfile.mkdtemp(prefix=f".build-{os.path.basename(target)}-", dir=parent)
     packages = [f"{name}=={version}" for name, version in sorted(point["pins"].items())] + runtime_requirements()
     uv = installer()
@@ -165,9 +169,9 @@ def build_env(point: dict, target: str, live=None) -> Optional[str]:
                 detail = next((line.strip() for line in reversed(tail) if line.strip()), "")
                 what = "timed out" if code is None else f"exited with status {code}"
                 return f"{os.path.basename(command[0])} {command[1]} {what}: {detail}"[:600]
-        shutil.rmtree(target, ignore_errors=True)  # a leftover that was never marked complete
-        os.replace(staging, target)
-        staging = None
+        if not os.path.isdir(target):  # else a build of the same pins finished first: use that one
+            os.replace(staging, target)
+            staging = None
     finally:
         if staging:
             shutil.rmtree(staging, ignore_errors=True)
@@ -268,6 +272,7 @@ def write_atomic(path: str, data: bytes) -> None:
     """Write ``path`` whole or not at all: a file beside it, fsynced, renamed into place."""
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}-", dir=os.path.dirname(path) or ".")
     try:
+        os.chmod(tmp, 0o644)  # as an ordinary file, not mkstemp's owner-only mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

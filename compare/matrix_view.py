@@ -200,7 +200,7 @@ def render_page(view: dict, report_link: str = "REPORT.md") -> str:
            "between exactly 0 and not.", "", "## Points", ""]
     rows = [[p["id"], p["line"], versions_cell(p), p["status"] + (f": {p['reason']}" if p.get("reason") else "")]
             for p in view["points"]]
-    out += [tabulate(rows, ["point", "line", "versions", "status"], tablefmt="github"), ""]
+    out += [tabulate(rows, ["point", "line", "versions", "status"], tablefmt="github", disable_numparse=True), ""]
     out += ["## Changed in", "",
             "For each scenario, engine and claim (and each parity stage), the versions between which the "
             "observation or the verdict changed; the links are where the change is documented.", ""]
@@ -240,7 +240,8 @@ def render_page(view: dict, report_link: str = "REPORT.md") -> str:
         rows = [[key] + [fmt_diff(view["stages"][pid][key]) + ("*" if (pid, key) in moved else "")
                          if key in view["stages"][pid] else "" for pid in ids] for key in keys]
         out += [f"### {line_name(line)}", "",
-                tabulate(rows, ["engine dtype stage"] + [points[pid]["version"] for pid in ids], tablefmt="github"), ""]
+                tabulate(rows, ["engine dtype stage"] + [points[pid]["version"] for pid in ids], tablefmt="github",
+                         disable_numparse=True), ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -256,3 +257,53 @@ def report_section(view: dict) -> List[str]:
              "point.", ""]
     lines += [f"- {pair_name(pair)}: {counts(pair)}" for pair in view["pairs"] if pair["changes"] or pair["numeric"]]
     return lines + [""]
+
+
+def guide_items(view: dict) -> List[Tuple[str, dict]]:
+    """The guide's sentences across versions, each with what it rests on (the pair of points
+    and the change's subject): "since Keras 3.x", "until tf_keras 2.y"."""
+    from compare.guide import ENGINE_NAMES
+
+    items: List[Tuple[str, dict]] = []
+    for p in view["points"]:
+        if p["id"] not in view["stages"]:
+            items.append((f"The point {p['id']} ({versions_cell(p)}) did not run ({p['status']}: {p.get('reason')}); "
+                          "nothing here speaks of it.", {"point": p["id"]}))
+    for pair in view["pairs"]:
+        name = line_name(pair["line"])
+        span = f"until {name} {pair['old_version']}, since {name} {pair['new_version']}"
+        grouped: Dict[tuple, List[dict]] = {}
+        for change in pair["changes"]:
+            grouped.setdefault(subject(change), []).append(change)
+        for (what, engine, kind), found in grouped.items():
+            first = found[0]
+            ev = {"pair": pair["new"], "subject": what, "engine": engine}
+            if kind == "observation":
+                more = f" (and {len(found) - 1} more differences)" if len(found) > 1 else ""
+                items.append((f"On {ENGINE_NAMES.get(engine, engine)}, `{what}` does not do the same {span}: "
+                              f"{first['line']}{more}.", ev))
+            elif first["kind"] == "claim":
+                for change in found:
+                    where = f"{change['init']} init" + (f", {change['variant']}" if change.get("variant") else "")
+                    items.append((f"On {ENGINE_NAMES.get(engine, engine)}, {change['what']} of `{what}` ({where}): "
+                                  f"{change['old']} until {name} {pair['old_version']}, {change['new']} since "
+                                  f"{name} {pair['new_version']}.", ev))
+            else:
+                items.append((f"The {what} check on {engine}: {first['old']} until {name} {pair['old_version']}, "
+                              f"{first['new']} since {name} {pair['new_version']}.", ev))
+        by_engine: Dict[str, List[dict]] = {}
+        for m in pair["numeric"]:
+            by_engine.setdefault(m["engine"], []).append(m)
+        for engine, moves in by_engine.items():
+            stages = ", ".join(f"{m['stage']} {m['dtype']} {fmt_diff(m['old'])} -> {fmt_diff(m['new'])}" for m in moves)
+            items.append((f"On {ENGINE_NAMES.get(engine, engine)}, the largest parity differences from PyTorch moved "
+                          f"{NUMERIC_FACTOR:g}x or more between {name} {pair['old_version']} and {pair['new_version']}: "
+                          f"{stages}.", {"pair": pair["new"], "subject": "numeric", "engine": engine}))
+    for line in dict.fromkeys(p["line"] for p in view["points"]):
+        ids = [p["version"] for p in view["points"] if p["line"] == line and p["id"] in view["stages"]]
+        quiet = [pair for pair in view["pairs"] if pair["line"] == line and not any(
+            c["kind"] == "claim" for c in pair["changes"])]
+        if len(ids) > 1 and len(quiet) == len([p for p in view["pairs"] if p["line"] == line]):
+            items.append((f"No claim verdict changed between adjacent {line_name(line)} points "
+                          f"({', '.join(ids)}).", {"line": line}))
+    return items

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -167,6 +168,54 @@ def point_results(base: dict, engines, change=None) -> dict:
     if change:
         change(out)
     return out
+
+
+def synthetic_matrix(change) -> tuple:
+    """The committed results as three keras points (torch and keras-torch), the third changed by
+    ``change``; returns (the base results, the view)."""
+    with open(BASELINE) as f:
+        base = json.load(f)
+    engines = ("torch", "keras-torch")
+    results = {"k1": point_results(base, engines), "k2": point_results(base, engines),
+               "k3": point_results(base, engines, change)}
+    summary = {"points": [{"id": pid, "line": "keras", "version": v, "pins": {"keras": v}, "engines": list(engines),
+                           "status": "ok"} for pid, v in (("k1", "3.0.0"), ("k2", "3.1.0"), ("k3", "3.2.0"))]
+               + [{"id": "k4", "line": "keras", "version": "3.3.0", "pins": {"keras": "3.3.0"},
+                   "engines": list(engines), "status": "install-failed", "reason": "no solution for the pins"}]}
+    return base, matrix_view.build_view(summary, results, [])
+
+
+def test_the_report_and_the_guide_render_the_matrix_and_every_guide_sentence_rests_on_it(tmp_path):
+    from compare import report
+    from compare.guide import guide_evidence
+    from compare.tests.test_guide import resolve
+
+    def move_a_tensor(results):
+        record = next(r for r in results["results"] if r["engine"] == "keras-torch" and r["status"] == "ok"
+                      and r["steps"] and r["steps"][0]["changed"]["D"]["params"])
+        record["steps"][0]["changed"]["D"]["params"] = []
+
+    base, view = synthetic_matrix(move_a_tensor)
+    base["matrix"] = view
+    texts = report.render_all(base, str(tmp_path / "guide.md"), str(tmp_path))
+    assert "## Across versions" in texts["REPORT.md"] and len(texts["REPORT.md"].encode()) <= 60 * 1024
+    assert re.search(r"Keras 3\.1\.0 -> 3\.2\.0: [1-9][0-9]* observation, 0 claim", texts["REPORT.md"])
+    assert "Keras 3.0.0 -> 3.1.0" not in texts["REPORT.md"]  # nothing changed there
+    assert "k4 (install-failed: no solution for the pins)" in texts[matrix_view.PAGE]
+    assert "## Across versions" in texts["guide"] and "since Keras 3.2.0" in texts["guide"]
+    cited = [(text, ev) for text, evidence in guide_evidence(base) for ev in evidence if ev["kind"] == "matrix"]
+    assert cited and all(resolve(base, ev) for _, ev in cited)
+
+
+def test_a_matrix_folder_that_cannot_be_read_is_a_usage_error_before_any_engine_starts(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / matrix.SUMMARY).write_text('{"schema": "compare.matrix/1", "points": [{"id": "a", '
+                                                  '"results": "a/results.json"}]}')
+    done = subprocess.run([sys.executable, "-m", "compare", "report", "--out", str(tmp_path / "o"), "--matrix",
+                           str(tmp_path / "m")], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=PACKAGE_ROOT))
+    assert done.returncode == 2 and "a/results.json: no such file" in done.stderr
+    assert len(done.stderr.splitlines()) == 1 and not (tmp_path / "o").exists()
 
 
 def test_the_changed_in_view_names_the_versions_where_an_observation_a_verdict_or_a_number_moved():
