@@ -309,3 +309,23 @@ def run_matrix(points: List[dict], out_dir: str, points_path: str, jobs: int = 1
     entries = [done[p["id"]] for p in points if p["id"] in done]
     write_summary(out_dir, entries, points_path, dtype, time.monotonic() - started)
     return entries
+
+
+def time_warm(folder: str, progress: Callable[[str], None] = lambda line: None) -> dict:
+    """Run the matrix of ``folder``'s summary again (its points, its dtype) into a temporary
+    folder, timed, against the time its reports took when none reused a stored run (the
+    report once per point, the environments made beforehand)."""
+    with open(os.path.join(folder, SUMMARY), encoding="utf-8") as f:
+        summary = json.load(f)
+    points = [{k: e[k] for k in ("id", "line", "version", "pins", "engines", "why")} for e in summary["points"]]
+    cold = [e for e in summary["points"] if e.get("results") and e.get("reused_runs") == 0]
+    with tempfile.TemporaryDirectory(prefix="compare-matrix-warm-") as out:
+        started = time.monotonic()
+        entries = run_matrix(points, out, summary.get("points_file", ""), dtype=summary["dtype"], progress=progress)
+        warm = time.monotonic() - started
+    once = sum(e["seconds"] for e in cold)
+    return {"points": len(points), "warm_seconds": round(warm, 1), "report_once_per_point_seconds": round(once, 1),
+            "cold_points": len(cold), "ratio": round(warm / once, 3) if once else None,
+            "environments_rebuilt": sum(1 for e in entries if e.get("environment", {}).get("made") == "built"),
+            "reused_runs": sum(e.get("reused_runs", 0) for e in entries),
+            "engine_runs": sum(e.get("engine_runs", 0) for e in entries)}

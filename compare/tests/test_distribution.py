@@ -82,6 +82,7 @@ def test_wheel_ships_the_tests_baseline_licence_and_plugin(tmp_path):
                    if n.endswith(".py")} | {"compare/tests/baseline/results.json"}
     assert in_checkout <= shipped_tests, in_checkout - shipped_tests
     assert f"{info}/licenses/LICENSE" in names
+    assert {f"compare/matrix_{n}.json" for n in ("points", "smoke", "links")} <= names  # compare matrix's defaults
     assert f"Name: {DISTRIBUTION}\n" in metadata and "License-Expression: MIT\n" in metadata
     assert "[pytest11]\ncompare.tests.plugin = compare.tests.plugin\n" in entry_points
     assert "[console_scripts]\ncompare = compare.cli:main\n" in entry_points
