@@ -255,3 +255,9 @@ def test_the_changed_in_view_names_the_versions_where_an_observation_a_verdict_o
     assert {(i["subject"], i["pairs"][0]["new_version"]) for i in table} >= {(target["scenario"], "3.2.0")}
     page = matrix_view.render_page(view)
     assert "no release note, changelog entry, PR or issue found" in page and "[the PR](https://example.org/pr)" in page
+
+
+def test_bench_of_a_folder_without_a_matrix_is_a_one_line_usage_error(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "compare", "bench", "--matrix", str(tmp_path)], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=PACKAGE_ROOT))
+    assert done.returncode == 2 and "no matrix.json there" in done.stderr and len(done.stderr.splitlines()) == 1
