@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     matrix.add_argument("--points", help="the points file (default: the committed matrix, compare/matrix_points.json)")
     matrix.add_argument("--out", default="reports/matrix", help="folder for the results (default: reports/matrix)")
     matrix.add_argument("--jobs", type=at_least_one, default=1, help="points at once (default 1)")
-    matrix.add_argument("--only", help="comma-separated point ids: run these points only")
+    matrix.add_argument("--only", help="comma-separated point ids: run these points only (the summary keeps the "
+                                       "earlier entries of the others)")
     matrix.add_argument("--dtype", choices=DTYPES + ("both",), default="both",
                         help="precision of each point's report (default: both)")
     matrix.add_argument("--rebuild", action="store_true", help="make every environment again")
@@ -236,6 +237,7 @@ def cmd_matrix(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         points = matrix.load_points(path)
     except matrix.MatrixError as exc:
         parser.error(str(exc))
+    every = points
     if args.only:
         wanted = [p.strip() for p in args.only.split(",") if p.strip()]
         unknown = [p for p in wanted if p not in {point["id"] for point in points}]
@@ -255,7 +257,7 @@ def cmd_matrix(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     started = time.monotonic()
     entries = matrix.run_matrix(points, args.out, path, jobs=args.jobs, dtype=args.dtype, progress=progress,
-                                rebuild=args.rebuild)
+                                rebuild=args.rebuild, order=every)
     progress(f"wrote {os.path.join(args.out, matrix.SUMMARY)} and {sum(1 for e in entries if e.get('results'))} "
              f"results.json in {time.monotonic() - started:.0f} s")
     return 0 if all(e["status"] == "ok" for e in entries) else 1

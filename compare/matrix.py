@@ -291,22 +291,40 @@ def write_summary(out_dir: str, entries: List[dict], points_path: str, dtype: st
     write_atomic(os.path.join(out_dir, SUMMARY), (json.dumps(summary, indent=1) + "\n").encode())
 
 
+def previous_entries(out_dir: str, dtype: str) -> Dict[str, dict]:
+    """The entries of the summary already in ``out_dir`` (for the same dtype), by point id."""
+    try:
+        with open(os.path.join(out_dir, SUMMARY), encoding="utf-8") as f:
+            summary = json.load(f)
+        if summary.get("schema") == SCHEMA and summary.get("dtype") == dtype:
+            return {e["id"]: e for e in summary["points"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return {}
+
+
 def run_matrix(points: List[dict], out_dir: str, points_path: str, jobs: int = 1, dtype: str = "both",
-               progress: Callable[[str], None] = lambda line: None, rebuild: bool = False) -> List[dict]:
-    """Every point, ``jobs`` at a time; the summary is rewritten (whole) as each point ends."""
+               progress: Callable[[str], None] = lambda line: None, rebuild: bool = False,
+               order: Optional[List[dict]] = None) -> List[dict]:
+    """Every point, ``jobs`` at a time; the summary is rewritten (whole) as each point ends.
+    With ``order`` (every point of the file, of which ``points`` are to run), the summary keeps
+    the earlier entries of the points not run this time, in the file's order."""
     os.makedirs(out_dir, exist_ok=True)
     started = time.monotonic()
-    done: Dict[str, dict] = {}
+    ids = {p["id"] for p in points}
+    done: Dict[str, dict] = {pid: e for pid, e in previous_entries(out_dir, dtype).items()
+                             if order and pid not in ids and pid in {p["id"] for p in order}}
+    points_in_order = order or points
 
     def work(point: dict, live) -> None:
         entry = run_point(point, out_dir, dtype, progress, rebuild, live)
         progress(f"[{point['id']}] {entry['status']}" + (f": {entry['reason']}" if entry.get("reason") else ""))
         done[point["id"]] = entry
-        write_summary(out_dir, [done[p["id"]] for p in points if p["id"] in done], points_path, dtype,
+        write_summary(out_dir, [done[p["id"]] for p in points_in_order if p["id"] in done], points_path, dtype,
                       time.monotonic() - started)
 
     in_parallel(points, jobs, work)
-    entries = [done[p["id"]] for p in points if p["id"] in done]
+    entries = [done[p["id"]] for p in points_in_order if p["id"] in done]
     write_summary(out_dir, entries, points_path, dtype, time.monotonic() - started)
     return entries
 

@@ -156,8 +156,9 @@ def test_a_point_that_cannot_install_is_recorded_no_half_built_environment_is_le
     assert [p["id"] for p in summary["points"]] == ["first", "second"]
 
     monkeypatch.setattr(matrix, "installer", lambda: fake_uv(tmp_path, 0))
-    entry, = matrix.run_matrix(points[:1], str(tmp_path / "out"), "points.json")
-    assert entry["status"] == "import-failed" and entry["reason"]
+    first, second = matrix.run_matrix(points[:1], str(tmp_path / "out"), "points.json", order=points)
+    assert first["status"] == "import-failed" and first["reason"]
+    assert second["status"] == "install-failed"  # not run this time: its earlier entry is kept
     assert os.listdir(tmp_path / "envs") == [matrix.env_digest(points[0]["pins"])]  # complete: renamed into place
 
 
