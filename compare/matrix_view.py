@@ -128,6 +128,7 @@ def view_of(folder: str) -> dict:
 # --- rendering ---------------------------------------------------------------------------
 
 PAGE = "versions.md"
+SHOWN = 3  # changes listed per scenario and engine on the page
 KINDS = ("observation", "claim", "parity", "numeric")
 
 
@@ -147,7 +148,8 @@ def subject(change: dict) -> Tuple[str, str, str]:
         return change["scenario"], change["engine"], "observation"
     if change["kind"] == "claim":
         return change["scenario"], change["engine"], change["what"]
-    return f"parity {change['stage']}", f"{change['engine']} {change['dtype']}", \
+    config = "" if change["kind"] == "numeric" else f" ({change['config']})"
+    return f"parity {change['stage']}{config}", f"{change['engine']} {change['dtype']}", \
         "verdict" if change["kind"] == "parity" else f"largest difference ({NUMERIC_FACTOR:g}x or more)"
 
 
@@ -216,8 +218,15 @@ def render_page(view: dict, report_link: str = "REPORT.md") -> str:
     out += ["## Every change, pair by pair", ""]
     for pair in view["pairs"]:
         out += [f"### {pair_name(pair)}", "", f"`{pair['old']}` against `{pair['new']}`: {counts(pair)}.", ""]
+        grouped: Dict[tuple, List[dict]] = {}
         for change in pair["changes"]:
-            out.append(f"- `{change['line']}` ({link_text(change['links'])})")
+            grouped.setdefault(subject(change), []).append(change)
+        for found in grouped.values():  # a few of each scenario and engine's changes; the rest counted
+            out += [f"- `{change['line']}` ({link_text(change['links'])})" for change in found[:SHOWN]]
+            if len(found) > SHOWN:
+                out.append(f"- ... and {len(found) - SHOWN} more of `{found[0]['line'].split('  ')[0]}` on "
+                           f"{found[0]['engine']} (`compare diff {pair['old']}/results.json "
+                           f"{pair['new']}/results.json` lists them)")
         for m in pair["numeric"]:
             out.append(f"- parity {m['engine']} {m['dtype']} {m['stage']}: largest difference {fmt_diff(m['old'])} "
                        f"-> {fmt_diff(m['new'])} ({link_text(m['links'])})")
