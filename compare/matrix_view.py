@@ -268,6 +268,12 @@ def report_section(view: dict) -> List[str]:
     return lines + [""]
 
 
+def short(line: str, width: int = 240) -> str:
+    """A change's line for inline code: no backticks, at most ``width`` characters."""
+    line = line.replace("`", "'")
+    return line if len(line) <= width else line[:width - 3] + "..."
+
+
 def guide_items(view: dict) -> List[Tuple[str, dict]]:
     """The guide's sentences across versions, each with what it rests on (the pair of points
     and the change's subject): "since Keras 3.x", "until tf_keras 2.y"."""
@@ -281,25 +287,30 @@ def guide_items(view: dict) -> List[Tuple[str, dict]]:
     for pair in view["pairs"]:
         name = line_name(pair["line"])
         span = f"until {name} {pair['old_version']}, since {name} {pair['new_version']}"
-        grouped: Dict[tuple, List[dict]] = {}
+        observed: Dict[str, List[dict]] = {}
+        checks: Dict[tuple, List[dict]] = {}
         for change in pair["changes"]:
-            grouped.setdefault(subject(change), []).append(change)
-        for (what, engine, kind), found in grouped.items():
-            first = found[0]
-            ev = {"pair": pair["new"], "subject": what, "engine": engine}
-            if kind == "observation":
-                more = f" (and {len(found) - 1} more differences)" if len(found) > 1 else ""
-                items.append((f"On {ENGINE_NAMES.get(engine, engine)}, `{what}` does not do the same {span}: "
-                              f"{first['line']}{more}.", ev))
-            elif first["kind"] == "claim":
-                for change in found:
-                    where = f"{change['init']} init" + (f", {change['variant']}" if change.get("variant") else "")
-                    items.append((f"On {ENGINE_NAMES.get(engine, engine)}, {change['what']} of `{what}` ({where}): "
-                                  f"{change['old']} until {name} {pair['old_version']}, {change['new']} since "
-                                  f"{name} {pair['new_version']}.", ev))
+            if change["kind"] == "observation":
+                observed.setdefault(change["engine"], []).append(change)
+            elif change["kind"] == "claim":
+                where = f"{change['init']} init" + (f", {change['variant']}" if change.get("variant") else "")
+                items.append((f"On {ENGINE_NAMES.get(change['engine'], change['engine'])}, {change['what']} of "
+                              f"`{change['scenario']}` ({where}): {change['old']} until {name} {pair['old_version']}, "
+                              f"{change['new']} since {name} {pair['new_version']}.",
+                              {"pair": pair["new"], "subject": change["scenario"], "engine": change["engine"]}))
             else:
-                items.append((f"The {what} check on {engine}: {first['old']} until {name} {pair['old_version']}, "
-                              f"{first['new']} since {name} {pair['new_version']}.", ev))
+                checks.setdefault((change["engine"], change["dtype"], change["old"], change["new"]), []).append(change)
+        for engine, found in observed.items():  # one sentence per engine: which scenarios, and one example
+            scenarios = list(dict.fromkeys(c["scenario"] for c in found))
+            items.append((f"On {ENGINE_NAMES.get(engine, engine)}, {len(scenarios)} scenario"
+                          f"{'s do' if len(scenarios) > 1 else ' does'} not do the same {span} "
+                          f"({', '.join(f'`{x}`' for x in scenarios)}; {len(found)} differences), for example "
+                          f"`{short(found[0]['line'])}`.", {"pair": pair["new"], "subject": scenarios[0], "engine": engine}))
+        for (engine, dtype, old, new), found in checks.items():
+            configs = list(dict.fromkeys(c["config"] for c in found))
+            items.append((f"On {engine} {dtype}, {len(found)} parity checks (configs {', '.join(configs)}): {old} "
+                          f"until {name} {pair['old_version']}, {new} since {name} {pair['new_version']}.",
+                          {"pair": pair["new"], "subject": "parity", "engine": engine}))
         by_engine: Dict[str, List[dict]] = {}
         for m in pair["numeric"]:
             by_engine.setdefault(m["engine"], []).append(m)
