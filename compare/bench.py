@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also time the package's tests: all of them and `--engines torch` (minutes)")
     parser.add_argument("--report-only", action="store_true",
                         help="time no idiom: only what --report-floor and --suite ask for")
+    parser.add_argument("--matrix", metavar="DIR",
+                        help="instead: run the `compare matrix` of DIR again (warm environments and result cache) "
+                             "and print its time against running the report once per point")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser
 
@@ -646,6 +649,8 @@ def parse_arguments(argv: List[str]) -> Tuple[argparse.Namespace, List[str], Lis
         parser.error(f"--edit-scenario: unknown scenario {args.edit_scenario}; valid scenarios: {', '.join(catalog())}")
     if args.report_only and not (args.report_floor or args.suite):
         parser.error("--report-only needs --report-floor or --suite")
+    if args.matrix and not os.path.isfile(os.path.join(args.matrix, "matrix.json")):
+        parser.error(f"--matrix {args.matrix}: no matrix.json there (a `compare matrix` folder)")
     if args.device == "cuda" and not gpu_present():
         parser.error("--device cuda: no GPU is visible on this machine")
     if args.out:
@@ -670,6 +675,8 @@ def main(argv: List[str]) -> int:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
+    if args.matrix:
+        return matrix_bench(args.matrix, progress)
     installed = [e for e in engines if not ENGINES[e].missing()]
     for e in engines:
         if e not in installed and args.engines is None:
@@ -741,6 +748,25 @@ def main(argv: List[str]) -> int:
         write_json(args.out, results)
         progress(f"wrote {args.out}")
     return 1 if failed else 0
+
+
+def matrix_bench(folder: str, progress: Callable[[str], None]) -> int:
+    """The warm second run of a matrix against the report once per point, printed."""
+    from compare.matrix import time_warm
+
+    try:
+        timed = time_warm(folder, progress)
+    except KeyboardInterrupt:
+        print("compare bench: interrupted", file=sys.stderr)
+        return 130
+    ratio = f"{timed['ratio']:.2f}x" if timed["ratio"] is not None else "no figure (no point ran without reuse)"
+    print(f"matrix of {timed['points']} points, second run (environments and result cache warm): "
+          f"{timed['warm_seconds']:.0f} s; {timed['environments_rebuilt']} environments made, "
+          f"{timed['reused_runs']} of {timed['engine_runs']} engine runs reused")
+    print(f"the report once per point ({timed['cold_points']} points, nothing reused): "
+          f"{timed['report_once_per_point_seconds']:.0f} s")
+    print(f"ratio: {ratio} (target: at most 1.5x)")
+    return 0
 
 
 if __name__ == "__main__":

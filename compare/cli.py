@@ -1,4 +1,4 @@
-"""Command line: ``python -m compare report|run|list|diff|bench|check``.
+"""Command line: ``python -m compare report|run|list|diff|matrix|bench|check``.
 
 Usage errors exit with status 2 and one line on stderr, as argparse does, before any
 engine starts; so does output that cannot be written to stdout. A run that could not
@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--guide", help="where to write the migration guide (default: OUT/migration-guide.md)")
     report.add_argument("--bench", help="a `compare bench` results file for the performance section "
                                         "(default: OUT/bench.json where it exists)")
+    report.add_argument("--matrix", help="a `compare matrix` folder for the section across versions "
+                                         "(default: OUT/matrix where it holds a matrix.json)")
     report.add_argument("--engines", help=f"comma-separated engine ids (default: all): {', '.join(ENGINES)}")
     report.add_argument("--dtype", choices=DTYPES + ("both",), default="both",
                         help="precision of the runs (default: both)")
@@ -129,6 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=timeout_spec, action="append", metavar="[ENGINE=]SECONDS",
                      help="seconds per engine process (default 900); ENGINE=SECONDS for one engine, repeatable")
     run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+    matrix = sub.add_parser(
+        "matrix", help="the scenarios and parity stages in an environment per version point (compare matrix --help)",
+        description="For each point of the points file (pinned framework versions): make or reuse its environment, "
+                    "run compare report there from this source tree, keep OUT/POINT/results.json, and write "
+                    "OUT/matrix.json. A point that cannot install or import is recorded with the reason.")
+    matrix.add_argument("--points", help="the points file (default: the committed matrix, compare/matrix_points.json)")
+    matrix.add_argument("--out", default="reports/matrix", help="folder for the results (default: reports/matrix)")
+    matrix.add_argument("--jobs", type=at_least_one, default=1, help="points at once (default 1)")
+    matrix.add_argument("--only", help="comma-separated point ids: run these points only (the summary keeps the "
+                                       "earlier entries of the others)")
+    matrix.add_argument("--dtype", choices=DTYPES + ("both",), default="both",
+                        help="precision of each point's report (default: both)")
+    matrix.add_argument("--rebuild", action="store_true", help="make every environment again")
+    matrix.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
     sub.add_parser("bench", add_help=False,
                    help="time and memory of each idiom, measured and predicted (compare bench --help)")
@@ -235,6 +252,40 @@ def cmd_diff(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 1 if found else 0
 
 
+def cmd_matrix(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from compare import matrix
+
+    path = args.points or matrix.DEFAULT_POINTS
+    try:
+        points = matrix.load_points(path)
+    except matrix.MatrixError as exc:
+        parser.error(str(exc))
+    every = points
+    if args.only:
+        wanted = [p.strip() for p in args.only.split(",") if p.strip()]
+        unknown = [p for p in wanted if p not in {point["id"] for point in points}]
+        if unknown or not wanted:
+            parser.error(f"unknown point {', '.join(unknown) or repr(args.only)}; points in {path}: "
+                         f"{', '.join(p['id'] for p in points)}")
+        points = [p for p in points if p["id"] in wanted]
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        parser.error(f"--out {args.out} is a file; give a folder")
+    problem = make_folder(args.out)
+    if problem:
+        parser.error(problem)
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    started = time.monotonic()
+    entries = matrix.run_matrix(points, args.out, path, jobs=args.jobs, dtype=args.dtype, progress=progress,
+                                rebuild=args.rebuild, order=every)
+    progress(f"wrote {os.path.join(args.out, matrix.SUMMARY)} and {sum(1 for e in entries if e.get('results'))} "
+             f"results.json in {time.monotonic() - started:.0f} s")
+    return 0 if all(e["status"] == "ok" for e in entries) else 1
+
+
 def parse_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> List[str]:
     """The engines asked for, once --engines and COMPARE_FAULT_INJECT are known to be valid."""
     try:
@@ -307,6 +358,15 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             performance = report.load_bench(bench_path)
         except ResultsError as exc:
             parser.error(str(exc))
+    matrix_dir = args.matrix or os.path.join(out_dir, "matrix")
+    view = None
+    if args.matrix or os.path.isfile(os.path.join(matrix_dir, "matrix.json")):
+        from compare.matrix_view import view_of
+
+        try:
+            view = view_of(matrix_dir)
+        except ResultsError as exc:
+            parser.error(str(exc))
     problem = make_folder(out_dir)  # last: a usage error leaves no folder behind
     if problem:
         parser.error(problem)
@@ -351,6 +411,7 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         records = parity.compare_runs(runs)
         observations = collect(engines, runs)
         results = report.build_results(engines, dtypes, runs, records, observations, performance)
+        results["matrix"] = view
     done = "the new report files are complete"
     try:
         paths = report.write_report(out_dir, results, args.guide)
@@ -461,7 +522,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser = build_parser()
             args = parser.parse_args(argv)
             commands = {"list": lambda a, p: cmd_list(), "diff": cmd_diff, "run": cmd_run, "report": cmd_report,
-                        "check": cmd_check}
+                        "check": cmd_check, "matrix": cmd_matrix}
             status = commands[args.command](args, parser)
         sys.stdout.flush()  # here, where a failure can still be reported
         return status

@@ -67,6 +67,8 @@ def cite(evidence: Sequence[Evidence], report_link: str) -> str:
         if ev.kind == "record":
             groups.setdefault((ev.scenario, ev.variant, ev.init, ev.step), []).append(ev.engine)
     measured: Dict[str, List[str]] = {}
+    versions = report_link.rsplit("/", 1)[0] + "/versions.md" if "/" in report_link else "versions.md"
+    target = {"across versions": versions}  # the matrix's page is beside the report
     for ev in evidence:
         if ev.kind == "pitfall":
             what = f"pitfall {ev.name}"
@@ -74,16 +76,19 @@ def cite(evidence: Sequence[Evidence], report_link: str) -> str:
             what = f"{ev.name}" + (f" `{ev.item}`" if ev.item else "")
         elif ev.kind == "engine":
             what = "not in this run" if ev.absent else "engine"
+        elif ev.kind == "matrix":
+            what = "across versions"
         else:
             continue
         measured.setdefault(what, []).append(ev.engine + (f" {ev.dtype}" if ev.dtype else ""))
-    other = [f"{what}: {', '.join(dict.fromkeys(where))}" for what, where in measured.items()]
+    other = [(what, f"{what}: {', '.join(e for e in dict.fromkeys(where) if e)}".rstrip(": "))
+             for what, where in measured.items()]
     parts = []
     for (scenario, variant, init, step), engines in groups.items():
         where = ", ".join(filter(None, [f"[{variant}]" if variant else "", f"{init} init",
                                         f'step "{step}"' if step else ""]))
         parts.append(f"[{scenario}]({report_link}#{anchor(scenario)}) {where}: {', '.join(dict.fromkeys(engines))}")
-    parts += [f"[{text}]({report_link})" for text in other]
+    parts += [f"[{text}]({target.get(what, report_link)})" for what, text in other]
     return f"(evidence: {'; '.join(parts)})" if parts else ""
 
 
@@ -590,6 +595,14 @@ def sections(results: dict) -> List[Tuple[str, list]]:
             ("### Claims that do not hold everywhere", claim_traps(results)),
             ("## Numerical traps", ["Measured in the parity runs: what keeps two correct ports from agreeing to "
                                     "the last digit."] + numeric_traps(results))]
+    if results.get("matrix"):
+        from compare.matrix_view import guide_items
+
+        out.append(("## Across versions", [
+            "The same scenarios and parity stages in the committed version matrix, each point compared with the one "
+            "before it."] + [Sentence(text, [Evidence("matrix", on.get("engine", ""), scenario=on.get("subject", ""),
+                                                         name=on.get("pair") or on.get("point") or on.get("line"))])
+                             for text, on in guide_items(results["matrix"])]))
     return out
 
 

@@ -9,7 +9,10 @@ bit-identical. A call wrapped in ``ctx.attempt`` may raise: that is an observati
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import os
+import re
 import time
 import traceback
 from typing import Any, Dict, List, Optional, Tuple
@@ -32,6 +35,39 @@ INIT_CONFIGS = {"constant": ARTICLE, "random": ARTICLE_RANDOM}
 # such a bias. Its own kernel is no yardstick: where D sees a constant image, the
 # kernel's gradient is rounding noise too.
 ROUNDING_BOUND = 2.0 ** -16
+
+PACKAGE = os.path.dirname(os.path.abspath(__file__))
+# how Python words a call or a lookup that our code makes and this framework version lacks
+SIGNATURE_MISMATCH = re.compile(r"unexpected keyword argument|required (keyword-only |positional )?argument|"
+                                r"takes (from )?\d+ (to \d+ )?positional argument")
+
+
+class NotApplicable(Exception):
+    """Our code needs an API this framework version does not have: the cell does not apply."""
+
+
+def missing_api(exc: BaseException) -> Optional[str]:
+    """Why ``exc`` shows that code of ours uses an API this framework version lacks, or None.
+
+    That is an ImportError, an AttributeError or a signature TypeError whose innermost frame
+    is our code, or a framework ``__getattr__`` (or the import machinery) our code called into.
+    An error raised inside the framework is what the scenario observes, whatever its type."""
+    if not isinstance(exc, (ImportError, AttributeError, TypeError)):
+        return None
+    if isinstance(exc, TypeError) and not SIGNATURE_MISMATCH.search(str(exc)):
+        return None
+    frames, tb = [], exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code)
+        tb = tb.tb_next
+    ours = [i for i, code in enumerate(frames) if os.path.abspath(code.co_filename).startswith(PACKAGE + os.sep)]
+    if not ours or not all(code.co_name == "__getattr__" or code.co_filename.startswith("<frozen importlib")
+                           for code in frames[ours[-1] + 1:]):
+        return None
+    where = frames[ours[-1]]
+    path = os.path.relpath(os.path.abspath(where.co_filename), os.path.dirname(PACKAGE))
+    return (f"this version lacks an API our code uses ({path}, {where.co_name}): "
+            f"{type(exc).__name__}: {exception_message(exc)}")
 
 
 def tensor_names(tensors: Arrays, trainable, rounding: Dict[str, str] = {},
@@ -136,6 +172,9 @@ class Context:
         try:
             yield
         except Exception as exc:  # the idiom's own error is the observation
+            reason = missing_api(exc)
+            if reason:
+                raise NotApplicable(reason) from exc
             error = {"type": type(exc).__name__, "message": exception_message(exc)}
             self.error = self.error or error
             self.step(label, error=error)
@@ -168,7 +207,12 @@ def observe(engine: Engine, scenario, init: str, variant: str = "") -> dict:
         record["steps"], record["values"] = ctx.steps, clean_values(ctx.values)
         if ctx.error:
             record["status"], record["error"] = "raised", ctx.error
-    except Exception as exc:  # the scenario broke: not an observation of the idiom
+    except Exception as exc:  # the scenario broke, or this version cannot run our code
+        reason = str(exc) if isinstance(exc, NotApplicable) else missing_api(exc)
+        if reason:
+            record.update(status="not-applicable", reason=reason, steps=[])
+            record["seconds"] = round(time.monotonic() - started, 3)
+            return record
         record["status"] = "failed"
         record["error"] = {"type": type(exc).__name__, "message": exception_message(exc),
                            "traceback": traceback.format_exc().splitlines()[-12:]}

@@ -929,6 +929,10 @@ def report_parts(results: dict, links: Links) -> Dict[str, str]:
     ]
     if results.get("performance"):
         parts += performance_section(results["performance"])
+    if results.get("matrix"):
+        from compare.matrix_view import report_section
+
+        parts += report_section(results["matrix"])
     parts += [
         "## Engines",
         "",
@@ -1177,6 +1181,10 @@ def render_all(results: dict, guide_path: str, out_dir: str) -> Dict[str, str]:
         "guide.html": render_guide_html(results, html_link.replace(os.sep, "/")),
     }
     texts.update({page_name(sid): text for sid, text in scenario_pages(results).items()})
+    if results.get("matrix"):
+        from compare.matrix_view import PAGE, render_page
+
+        texts[PAGE] = render_page(results["matrix"])
     return texts
 
 

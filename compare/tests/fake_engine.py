@@ -11,7 +11,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 from compare.engines.base import Arrays, Engine
-from compare.model import Config
+from compare.models.toy import Config
 
 
 class Gan:

@@ -82,6 +82,7 @@ def test_wheel_ships_the_tests_baseline_licence_and_plugin(tmp_path):
                    if n.endswith(".py")} | {"compare/tests/baseline/results.json"}
     assert in_checkout <= shipped_tests, in_checkout - shipped_tests
     assert f"{info}/licenses/LICENSE" in names
+    assert {f"compare/matrix_{n}.json" for n in ("points", "smoke", "links")} <= names  # compare matrix's defaults
     assert f"Name: {DISTRIBUTION}\n" in metadata and "License-Expression: MIT\n" in metadata
     pytest11 = entry_points.split("[pytest11]\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert sorted(pytest11) == ["compare.pytest_plugin = compare.pytest_plugin",

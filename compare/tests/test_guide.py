@@ -36,6 +36,10 @@ def torch_only(results: dict) -> dict:
 
 def resolve(results: dict, ev: dict) -> bool:
     """Whether one cited piece of evidence is in the results."""
+    if ev["kind"] == "matrix":  # a pair of adjacent points (named by the later one), a point, or a line
+        view = results.get("matrix") or {}
+        return ev["name"] in ({p["new"] for p in view.get("pairs", [])} | {p["id"] for p in view.get("points", [])}
+                              | {p["line"] for p in view.get("points", [])})
     engine = ev["engine"]
     if ev["kind"] == "engine":
         return (engine not in results["engines"]) if ev.get("absent") else engine in results["engines"]
