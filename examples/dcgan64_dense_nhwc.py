@@ -6,23 +6,23 @@ be permuted when the weights move between them.
     python -m compare check examples/dcgan64_dense_nhwc.py
 """
 
-import dcgan64 as faithful  # examples/dcgan64.py: the faithful port, and its widths
 from compare.check import surgery
+from compare.models import dcgan64
 
-LATENT_SHAPE, IMAGE_SHAPE = faithful.LATENT_SHAPE, faithful.IMAGE_SHAPE
+LATENT_SHAPE, IMAGE_SHAPE = dcgan64.LATENT_SHAPE, dcgan64.IMAGE_SHAPE
 
 
-def build_torch():
+def build_torch(ngf=dcgan64.NGF, ndf=dcgan64.NDF):
     from torch import nn
 
-    G, D = faithful.build_torch()
+    G, D = dcgan64.build_torch(ngf, ndf)
     last = len(D.main) - 1
-    D.main[last] = nn.Sequential(nn.Flatten(), nn.Linear(faithful.NDF * 8 * 4 * 4, 1))
+    D.main[last] = nn.Sequential(nn.Flatten(), nn.Linear(ndf * 8 * 4 * 4, 1))
     return G, D
 
 
-def build_keras(keras):
-    G, D = faithful.build_keras(keras)
+def build_keras(keras, ngf=dcgan64.NGF, ndf=dcgan64.NDF):
+    G, D = dcgan64.build_keras(keras, ngf, ndf)
     last = [l for l in surgery.keras_layers(D) if l.type == "Conv2D"][-1]
     by_id = surgery.at_positions(D, {last.index: True})
 

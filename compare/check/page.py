@@ -44,7 +44,10 @@ def cause_sentence(c: dict) -> str:
     if c.get("not_run"):
         return f"- **{c['id']}** ({c['title']}): suspected; the counterfactual could not run: {c['not_run']}"
     verb = "removes the divergence" if c["confirmed"] else "does not remove the divergence"
-    return f"- **{c['id']}** ({c['title']}): {c['switch']} {verb} (residual {number(c['residual'])})"
+    at = c.get("at")
+    where = f" at {at['stage']} {at['net']}.{at['layer'] or ''} {at['tensor']}" if at and c.get("with") else ""
+    kept = f", with {', '.join(c['with'])} switched off too," if c.get("with") else ""
+    return f"- **{c['id']}** ({c['title']}): {c['switch']}{kept} {verb}{where} (residual {number(c['residual'])})"
 
 
 def settings(c: dict) -> str:

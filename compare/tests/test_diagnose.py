@@ -28,7 +28,6 @@ EXAMPLES = {  # example file -> the cause its mistake is
     "dcgan64_bce_probabilities": ("bce-probabilities",),
 }
 WIDTH = 4
-WIDTHS = "COMPARE_DCGAN_WIDTHS"  # examples/dcgan64.py's widths, which every mistaken example shares
 # what every pair with a BatchNorm shows: PyTorch keeps the unbiased variance, Keras the biased
 INTRINSIC = {"bn-variance-estimator"}
 
@@ -50,16 +49,12 @@ def keras():
 
 
 def example(name):
-    """The source examples/``name``.py is (its module), at widths ``WIDTH``."""
-    from compare.check import pairfile
+    """The source examples/``name``.py is (its module), its builders given widths ``WIDTH``."""
+    from compare.check import pairfile, surgery
 
-    saved = os.environ.get(WIDTHS)
-    os.environ[WIDTHS] = f"{WIDTH},{WIDTH}"
-    sys.modules.pop("dcgan64", None)  # the examples' neighbour, read with the widths set now
-    try:
-        return pairfile.load(os.path.join(repository(), "examples", f"{name}.py"))
-    finally:
-        os.environ.pop(WIDTHS) if saved is None else os.environ.update({WIDTHS: saved})
+    module = pairfile.load(os.path.join(repository(), "examples", f"{name}.py"))
+    return surgery.derive(module, build_torch=functools.partial(module.build_torch, WIDTH, WIDTH),
+                          build_keras=functools.partial(module.build_keras, ngf=WIDTH, ndf=WIDTH))
 
 
 def faithful():
