@@ -1,7 +1,10 @@
 """A Dense-headed D: the DCGAN-64 pair with D's last 4x4 conv replaced by a flatten and a
 linear layer to one logit. PyTorch flattens the (C, H, W) activation channel by channel;
-Keras's Flatten flattens (H, W, C) position by position, so the Dense kernel's rows must
-be permuted when the weights move between them.
+Keras's Flatten flattens (H, W, C) position by position. Weights copied with a plain
+transpose of the Dense kernel feed every feature to the wrong row: the mistake users make.
+The check's weight port permutes the kernel's rows for a Dense after a Flatten, so the
+check itself moves the weights correctly, and the flatten-order cause reads which order the
+Keras side flattens in against the order the kernel was ported in.
 
     python -m compare check examples/dcgan64_dense_nhwc.py
 """
