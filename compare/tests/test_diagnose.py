@@ -27,6 +27,9 @@ EXAMPLES = {  # example file -> the cause its mistake is
     "dcgan64_bias_before_bn": ("bias-before-bn",),
     "dcgan64_bce_probabilities": ("bce-probabilities",),
 }
+# the examples whose check fails in float32 in a few iterations (BCE on probabilities
+# differs from BCE on logits only by rounding until D saturates)
+FAILING = ("dcgan64_keras_bn_defaults", "dcgan64_same_padding", "dcgan64_bias_before_bn")
 WIDTH = 4
 # what every pair with a BatchNorm shows: PyTorch keeps the unbiased variance, Keras the biased
 INTRINSIC = {"bn-variance-estimator"}
@@ -300,14 +303,12 @@ def expected_places(name, keras):
         return {"layers": mismatched}
     if name == "dcgan64_keras_bn_defaults":
         return {"layers": {(net, b["layer"]) for net in "GD" for b in seen["bn-epsilon"]["torch"][net]}}
-    if name == "dcgan64_bias_before_bn":
-        return {"tensors": {f"{net}.{e['layer']}.bias" for net in "GD" for e in seen["bias-before-bn"]["torch"][net]}}
-    return {"layers": {("D", seen["bce-probabilities"]["torch"]["last_layer"])}}
+    return {"tensors": {f"{net}.{e['layer']}.bias" for net in "GD" for e in seen["bias-before-bn"]["torch"][net]}}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["keras-torch"])
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
+@pytest.mark.parametrize("name", sorted(FAILING))
 def test_mistaken_example_fails_where_its_mistake_is_with_its_cause_confirmed(engine, name, keras, tmp_path):
     """The check of each small mistaken example: FAIL, the first divergence at the layer (or
     tensor) of the mistake, and the mistake's cause among those its counterfactuals confirmed."""
@@ -321,4 +322,4 @@ def test_mistaken_example_fails_where_its_mistake_is_with_its_cause_confirmed(en
         assert (first["net"], first["layer"]) in places["layers"], first
     else:
         assert first["tensor"] in places["tensors"], first
-    assert set(EXAMPLES[name]) & set(result.confirmed(engine)), result.engines[engine]["causes"]
+    assert set(EXAMPLES[name]) <= set(result.confirmed(engine)), result.engines[engine]["causes"]
