@@ -106,6 +106,10 @@ class KerasSide:
         self.loss_kind = pair.d_output["keras"] or ("probabilities" if ends_in_sigmoid(self.D) else "logits")
         self.batches = make_batches(pair.latent_shape, pair.image_shape, pair.batch, iterations)
         self.probes = {net: self.probe_model(net) for net in ("G", "D")}
+        if pair.train_step_keras is not None:  # the user's own step: record what training= it passes
+            from compare.check.diagnose import watch
+
+            watch([self.G, self.D])
 
     def model(self, net: str):
         return self.G if net == "G" else self.D
@@ -114,7 +118,10 @@ class KerasSide:
         """A model with the same layers whose outputs are every paired top-level layer's and the
         net's own, or None where the model's graph cannot be read (a subclassed model)."""
         model = self.model(net)
-        names = [k for k, path in self.keras_layer_of.items() if k.startswith(net + ".") and "/" not in path]
+        # a layer with its activation fused in (Dense(..., activation="tanh")) outputs what the
+        # torch module after it does: its own output has no torch counterpart
+        names = [k for k, path in self.keras_layer_of.items() if k.startswith(net + ".") and "/" not in path
+                 and activation_name(model.get_layer(path)) in (None, "linear")]
         try:
             outputs = [model.get_layer(self.keras_layer_of[k]).output for k in names]
             return names, self.keras.Model(model.inputs, outputs + list(model.outputs))
@@ -157,8 +164,9 @@ class KerasSide:
     def step(self, gan, batch, step: bool = True):
         e = self.engine
         real, z = e.tensor(channels_last(batch["real"])), e.tensor(channels_last(batch["z"]))
-        shape = tuple(self.D(real, training=False).shape)
-        y_real, y_fake = e.tensor(np.ones(shape)), e.tensor(np.zeros(shape))
+        if not hasattr(self, "label_shape"):  # D's output shape, read once in inference mode
+            self.label_shape = tuple(self.D(real, training=False).shape)
+        y_real, y_fake = e.tensor(np.ones(self.label_shape)), e.tensor(np.zeros(self.label_shape))
         if step and self.pair.train_step_keras is not None:
             losses = self.pair.train_step_keras(self.keras, gan.G, gan.D, gan.optimizer_G, gan.optimizer_D,
                                                 gan.loss, real, z)
@@ -198,8 +206,9 @@ class KerasSide:
     def run(self, progress: Callable[[str], None]) -> Arrays:
         arrays: Arrays = {}
         first = self.batches[0]
-        progress("forward passes")
         self.reset()
+        arrays.update(self.split("structure"))  # the weights as loaded: the port's round trip
+        progress("forward passes")
         for stage in sorted(FORWARD_STAGES, key=lambda s: (s.endswith("train"), s)):
             net, mode = stage.split(".")[1:]
             x = first["z"] if net == "G" else first["real"]
