@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Dict, List, Optional
 
@@ -108,10 +109,21 @@ def render_markdown(data: dict) -> str:
     return "\n".join(lines)
 
 
+def plain(value):
+    """``value`` as strict JSON allows it: an infinite or NaN difference becomes its name."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
 def render(data: dict) -> Dict[str, str]:
     """File name -> text, everything rendered before anything is written."""
     text = render_markdown(data)
-    return {"check.json": json.dumps(data, indent=1, default=float) + "\n", "check.md": text,
+    return {"check.json": json.dumps(plain(data), indent=1, allow_nan=False, default=float) + "\n", "check.md": text,
             "check.html": markdown_page(f"compare check: {os.path.basename(data['file'])}", text)}
 
 
