@@ -409,6 +409,36 @@ EDITED_SCENARIO = "scope.g_step"  # the catalog's first; --edit-scenario picks a
 SUITE_AIMS = {"suite": 150.0, "torch": 40.0}  # seconds, on an idle 2-core machine
 
 
+def import_seconds(engine: str, dtype: str, live=None) -> Tuple[float, Optional[int]]:
+    """Wall time of an engine process that imports its framework and exits, and its status."""
+    code = f"import importlib; importlib.import_module({ENGINES[engine].module!r})"
+    began = time.monotonic()
+    status, _ = run_process([sys.executable, "-c", code], child_environment(engine, dtype), DEFAULT_TIMEOUT,
+                            "\0", lambda line: None, live)  # no progress lines to forward
+    return time.monotonic() - began, status
+
+
+def check_floor(engine: str, progress: Callable[[str], None], iterations: int = 10) -> dict:
+    """Wall time of ``compare check`` on the toy pair for one Keras engine (no diagnosis: a faithful
+    port has nothing to diagnose), against its floor: importing torch plus that engine's
+    framework, in processes of their own, one after the other as the check runs them."""
+    from compare.check.run import check
+    from compare.models.toy import nets
+
+    torch_s, torch_status = import_seconds(REFERENCE, "float32")
+    engine_s, engine_status = import_seconds(engine, "float32")
+    floor = torch_s + engine_s
+    progress(f"check floor: {floor:.1f} s (torch {torch_s:.1f} s, {engine} {engine_s:.1f} s); now timing the check")
+    started = time.monotonic()
+    result = check(nets.__file__, engines=[engine], iterations=iterations, diagnosis=False)
+    seconds = time.monotonic() - started
+    progress(f"check: {seconds:.1f} s ({result.verdict})")
+    return {"engine": engine, "iterations": iterations, "floor_s": floor, "torch_import_s": torch_s,
+            "engine_import_s": engine_s, "check_s": seconds, "ratio": seconds / floor if floor else None,
+            "verdict": result.verdict, "import_failures": [e for e, s in ((REFERENCE, torch_status),
+                                                                         (engine, engine_status)) if s != 0]}
+
+
 def report_floor(engines: List[str], progress: Callable[[str], None], scenario: str = EDITED_SCENARIO) -> dict:
     """Wall time of ``python -m compare report`` and of its floor: the same engine processes
     (one per engine and dtype, as many at once as the report runs) importing their framework
@@ -422,11 +452,8 @@ def report_floor(engines: List[str], progress: Callable[[str], None], scenario: 
 
     def work(pair, live) -> None:
         engine, dtype = pair
-        code = f"import importlib; importlib.import_module({ENGINES[engine].module!r})"
-        began = time.monotonic()
-        status, _ = run_process([sys.executable, "-c", code], child_environment(engine, dtype), DEFAULT_TIMEOUT,
-                                "\0", lambda line: None, live)  # no progress lines to forward
-        floor_engine_s.append(time.monotonic() - began)
+        seconds, status = import_seconds(engine, dtype, live)
+        floor_engine_s.append(seconds)
         if status != 0:
             failed.append(f"{engine} {dtype}")
 

@@ -6,15 +6,14 @@ so the losses and gradients differ once D is confident.
     python -m compare check examples/dcgan64_bce_probabilities.py
 """
 
-import dcgan64 as faithful  # examples/dcgan64.py: the faithful port, and its widths
 from compare.models import dcgan64
 
-LATENT_SHAPE, IMAGE_SHAPE = faithful.LATENT_SHAPE, faithful.IMAGE_SHAPE
+LATENT_SHAPE, IMAGE_SHAPE = dcgan64.LATENT_SHAPE, dcgan64.IMAGE_SHAPE
 
 
-def build_torch():
-    return dcgan64.build_torch(faithful.NGF, faithful.NDF, output="sigmoid")
+def build_torch(ngf=dcgan64.NGF, ndf=dcgan64.NDF):
+    return dcgan64.build_torch(ngf, ndf, output="sigmoid")
 
 
-def build_keras(keras):
-    return dcgan64.build_keras(keras, faithful.NGF, faithful.NDF, output="sigmoid")
+def build_keras(keras, ngf=dcgan64.NGF, ndf=dcgan64.NDF):
+    return dcgan64.build_keras(keras, ngf, ndf, output="sigmoid")

@@ -6,16 +6,16 @@ each framework computes is rounding noise, and Adam turns noise into steps of ab
     python -m compare check examples/dcgan64_bias_before_bn.py
 """
 
-import dcgan64 as faithful  # examples/dcgan64.py: the faithful port, and its widths
 from compare.check import surgery
+from compare.models import dcgan64
 
-LATENT_SHAPE, IMAGE_SHAPE = faithful.LATENT_SHAPE, faithful.IMAGE_SHAPE
+LATENT_SHAPE, IMAGE_SHAPE = dcgan64.LATENT_SHAPE, dcgan64.IMAGE_SHAPE
 
 
-def build_torch():
+def build_torch(ngf=dcgan64.NGF, ndf=dcgan64.NDF):
     import torch
 
-    nets = faithful.build_torch()
+    nets = dcgan64.build_torch(ngf, ndf)
     for net in nets:
         layers = list(net.main)
         for conv, following in zip(layers, layers[1:]):
@@ -27,9 +27,9 @@ def build_torch():
     return nets
 
 
-def build_keras(keras):
+def build_keras(keras, ngf=dcgan64.NGF, ndf=dcgan64.NDF):
     nets = []
-    for model in faithful.build_keras(keras):
+    for model in dcgan64.build_keras(keras, ngf, ndf):
         layers = surgery.keras_layers(model)
         before_bn = {l.index: {"use_bias": True} for l, following in zip(layers, layers[1:])
                      if following.type == "BatchNormalization"}

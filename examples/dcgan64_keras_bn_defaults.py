@@ -6,14 +6,15 @@ defaults. PyTorch's BatchNorm2d keeps momentum 0.1 (the weight of the new batch)
     python -m compare check examples/dcgan64_keras_bn_defaults.py
 """
 
-import dcgan64 as faithful  # examples/dcgan64.py: the faithful port, and its widths
 from compare.models import dcgan64
 
-LATENT_SHAPE, IMAGE_SHAPE = faithful.LATENT_SHAPE, faithful.IMAGE_SHAPE
-build_torch = faithful.build_torch
+LATENT_SHAPE, IMAGE_SHAPE = dcgan64.LATENT_SHAPE, dcgan64.IMAGE_SHAPE
 
 
-def build_keras(keras):
+def build_torch(ngf=dcgan64.NGF, ndf=dcgan64.NDF):
+    return dcgan64.build_torch(ngf, ndf)
+
+
+def build_keras(keras, ngf=dcgan64.NGF, ndf=dcgan64.NDF):
     defaults = keras.layers.BatchNormalization().get_config()  # what BatchNormalization() gives
-    return dcgan64.build_keras(keras, faithful.NGF, faithful.NDF, bn_momentum=defaults["momentum"],
-                               bn_eps=defaults["epsilon"])
+    return dcgan64.build_keras(keras, ngf, ndf, bn_momentum=defaults["momentum"], bn_eps=defaults["epsilon"])

@@ -7,21 +7,21 @@ every side: every output of that conv is shifted. (With the example's own 4x4 ke
     python -m compare check examples/dcgan64_same_padding.py
 """
 
-import dcgan64 as faithful  # examples/dcgan64.py: the faithful port, and its widths
 from compare.check import surgery
+from compare.models import dcgan64
 
-LATENT_SHAPE, IMAGE_SHAPE = faithful.LATENT_SHAPE, faithful.IMAGE_SHAPE
+LATENT_SHAPE, IMAGE_SHAPE = dcgan64.LATENT_SHAPE, dcgan64.IMAGE_SHAPE
 
 
-def build_torch():
+def build_torch(ngf=dcgan64.NGF, ndf=dcgan64.NDF):
     from torch import nn
 
-    G, D = faithful.build_torch()
-    D.main[0] = nn.Conv2d(IMAGE_SHAPE[0], faithful.NDF, 3, 2, 1, bias=False)
+    G, D = dcgan64.build_torch(ngf, ndf)
+    D.main[0] = nn.Conv2d(IMAGE_SHAPE[0], ndf, 3, 2, 1, bias=False)
     return G, D
 
 
-def build_keras(keras):
-    G, D = faithful.build_keras(keras)
+def build_keras(keras, ngf=dcgan64.NGF, ndf=dcgan64.NDF):
+    G, D = dcgan64.build_keras(keras, ngf, ndf)
     first = next(l for l in surgery.keras_layers(D) if l.type == "Conv2D")
     return G, surgery.rebuild_layers(D, keras, {first.index: {"kernel_size": (3, 3), "padding": "same"}})

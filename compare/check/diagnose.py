@@ -162,7 +162,8 @@ def keras_estimator(pair, keras, context: Context) -> Reading:
     layers = [l for layers in keras_layers(pair).values() for l in layers if l.type == "BatchNormalization"]
     if layers:
         config = {**layers[0].config, "momentum": 0.0, "dtype": "float64"}
-        config.pop("name", None)
+        for key in ("name", "axis"):  # the probe batch has its channels last, on axis -1
+            config.pop(key, None)
         bn = type(layers[0].layer).from_config(config)
         x = probe_batch(3, 2)
         bn(x, training=True)

@@ -116,10 +116,14 @@ class KerasSide:
         net's own, or None where the model's graph cannot be read (a subclassed model)."""
         model = self.model(net)
         # a nested model that holds one paired layer (a conv with its explicit padding or crop)
-        # stands for that layer: its output is the layer's, as torch computes it
-        top = {k: path.split("/")[0] for k, path in self.keras_layer_of.items() if k.startswith(net + ".")}
-        holds = [path for path in top.values()]
-        names = [k for k, path in top.items() if holds.count(path) == 1]
+        # stands for that layer: its output is the layer's, as torch computes it; a layer with
+        # its activation fused in (Dense(..., activation="tanh")) outputs what the torch module
+        # after it does: its own output has no torch counterpart
+        paths = {k: path for k, path in self.keras_layer_of.items() if k.startswith(net + ".")}
+        top = {k: path.split("/")[0] for k, path in paths.items()}
+        holders = list(top.values())
+        names = [k for k, path in paths.items() if holders.count(top[k]) == 1
+                 and activation_name(port.keras_layer(model, path)) in (None, "linear")]
         try:
             outputs = [model.get_layer(top[k]).output for k in names]
             return names, self.keras.Model(model.inputs, outputs + list(model.outputs))
@@ -162,8 +166,9 @@ class KerasSide:
     def step(self, gan, batch, step: bool = True):
         e = self.engine
         real, z = e.tensor(channels_last(batch["real"])), e.tensor(channels_last(batch["z"]))
-        shape = tuple(self.D(real, training=False).shape)
-        y_real, y_fake = e.tensor(np.ones(shape)), e.tensor(np.zeros(shape))
+        if not hasattr(self, "label_shape"):  # D's output shape, read once in inference mode
+            self.label_shape = tuple(self.D(real, training=False).shape)
+        y_real, y_fake = e.tensor(np.ones(self.label_shape)), e.tensor(np.zeros(self.label_shape))
         if step and self.pair.train_step_keras is not None:
             with diagnose.recording((gan.G, gan.D)):  # what training= the user's step passes
                 losses = self.pair.train_step_keras(self.keras, gan.G, gan.D, gan.optimizer_G, gan.optimizer_D,
@@ -204,8 +209,9 @@ class KerasSide:
     def run(self, progress: Callable[[str], None]) -> Arrays:
         arrays: Arrays = {}
         first = self.batches[0]
-        progress("forward passes")
         self.reset()
+        arrays.update(self.split("structure"))  # the weights as loaded: the port's round trip
+        progress("forward passes")
         for stage in sorted(FORWARD_STAGES, key=lambda s: (s.endswith("train"), s)):
             net, mode = stage.split(".")[1:]
             x = first["z"] if net == "G" else first["real"]

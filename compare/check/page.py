@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Dict, List, Optional
 
@@ -44,7 +45,10 @@ def cause_sentence(c: dict) -> str:
     if c.get("not_run"):
         return f"- **{c['id']}** ({c['title']}): suspected; the counterfactual could not run: {c['not_run']}"
     verb = "removes the divergence" if c["confirmed"] else "does not remove the divergence"
-    return f"- **{c['id']}** ({c['title']}): {c['switch']} {verb} (residual {number(c['residual'])})"
+    at = c.get("at")
+    where = f" at {at['stage']} {at['net']}.{at['layer'] or ''} {at['tensor']}" if at and c.get("with") else ""
+    kept = f", with {', '.join(c['with'])} switched off too," if c.get("with") else ""
+    return f"- **{c['id']}** ({c['title']}): {c['switch']}{kept} {verb}{where} (residual {number(c['residual'])})"
 
 
 def settings(c: dict) -> str:
@@ -105,10 +109,21 @@ def render_markdown(data: dict) -> str:
     return "\n".join(lines)
 
 
+def plain(value):
+    """``value`` as strict JSON allows it: an infinite or NaN difference becomes its name."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
 def render(data: dict) -> Dict[str, str]:
     """File name -> text, everything rendered before anything is written."""
     text = render_markdown(data)
-    return {"check.json": json.dumps(data, indent=1, default=float) + "\n", "check.md": text,
+    return {"check.json": json.dumps(plain(data), indent=1, allow_nan=False, default=float) + "\n", "check.md": text,
             "check.html": markdown_page(f"compare check: {os.path.basename(data['file'])}", text)}
 
 

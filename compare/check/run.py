@@ -148,30 +148,46 @@ def validate(file: str, engines, dtype: str, iterations: int) -> List[str]:
 def diagnose(engine: str, dtype: str, file: str, work: str, iterations: int, timeout: float, child: Child,
              result: dict, progress: Callable[[str], None]) -> List[dict]:
     """Each cause with both sides' settings; each suspect re-run with it switched off. A cause
-    is confirmed only where that run brings the first divergence within tolerance."""
-    out = []
-    first = result["first_divergence"]
-    for n, cause in enumerate(child.facts.get("causes", [])):
-        entry = {"id": cause["id"], "title": cause["title"], "torch": cause["torch"], "keras": cause["keras"],
-                 "suspect": cause["suspect"], "confirmed": False, "residual": None}
-        if cause["suspect"] and first is not None:
-            progress(f"[{engine} {dtype}] switching off {cause['id']} ({cause['switch']})")
-            switches = [{"id": cause["id"], "torch": cause["torch"], "keras": cause["keras"]}]
-            folder = os.path.join(work, f"switch-{n}-{engine}")
+    is confirmed only where that run brings the first divergence within tolerance.
+
+    Where a confirmed cause's run still fails, the suspects left are tried again with the
+    confirmed causes kept off, at the divergence that run found first: two mistakes (BN's
+    epsilon and its momentum) are each confirmed where each is the first difference."""
+    entries = [{"id": c["id"], "title": c["title"], "torch": c["torch"], "keras": c["keras"],
+                "suspect": c["suspect"], "confirmed": False, "residual": None} for c in child.facts.get("causes", [])]
+    switch_of = {c["id"]: c for c in child.facts.get("causes", [])}
+    first, kept, runs = result["first_divergence"], [], 0
+    while first is not None:
+        found = None
+        for entry in entries:
+            if not entry["suspect"] or entry["confirmed"]:
+                continue
+            cause = switch_of[entry["id"]]
+            progress(f"[{engine} {dtype}] switching off {cause['id']} ({cause['switch']})"
+                     + (f" with {', '.join(kept)} off" if kept else ""))
+            switches = [{"id": i, "torch": switch_of[i]["torch"], "keras": switch_of[i]["keras"]}
+                        for i in kept + [cause["id"]]]
+            folder = os.path.join(work, f"switch-{runs}-{engine}")
+            runs += 1
             ref = run_child(REFERENCE, dtype, file, os.path.join(folder, REFERENCE), iterations, timeout, progress,
                             switches=switches)
             other = run_child(engine, dtype, file, os.path.join(folder, engine), iterations, timeout, progress,
                               ref=ref.folder, switches=switches) if ref.status == "ok" else ref
             if other.status != "ok":
                 entry["not_run"] = other.reason or other.status
-            else:
-                again = judge(ref, other, iterations)
-                residual = residual_at(again, first)
-                entry.update({"residual": residual, "confirmed": bool(residual <= again["tolerance"]),
-                              "switch": cause["switch"], "verdict_after": again["verdict"],
-                              "first_divergence_after": again["first_divergence"]})
-        out.append(entry)
-    return out
+                continue
+            again = judge(ref, other, iterations)
+            residual = residual_at(again, first)
+            entry.update({"residual": residual, "confirmed": bool(residual <= again["tolerance"]),
+                          "switch": cause["switch"], "with": list(kept), "at": first,
+                          "verdict_after": again["verdict"], "first_divergence_after": again["first_divergence"]})
+            if entry["confirmed"] and found is None:
+                found = entry
+        if found is None:
+            break
+        kept.append(found["id"])
+        first = found["first_divergence_after"]
+    return entries
 
 
 def check(file: str, engines=None, dtype: str = "float32", iterations: int = ITERATIONS, out: Optional[str] = None,

@@ -114,16 +114,18 @@ class TorchSide:
         for layer, values in self.batch_variances.items():
             arrays[f"{stage}/batchvar/{layer}"] = np.stack(values)
 
-    def labels(self, gan, real) -> Tuple[torch.Tensor, torch.Tensor]:
-        self.D.eval()
-        with torch.no_grad():
-            shape = self.D(real).shape
-        self.D.train()
-        return torch.ones(shape, dtype=self.dtype), torch.zeros(shape, dtype=self.dtype)
+    def labels(self, real) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Ones and zeros shaped as D's output (read once, in inference mode: nothing moves)."""
+        if not hasattr(self, "label_shape"):
+            self.D.eval()
+            with torch.no_grad():
+                self.label_shape = self.D(real).shape
+            self.D.train()
+        return torch.ones(self.label_shape, dtype=self.dtype), torch.zeros(self.label_shape, dtype=self.dtype)
 
     def step(self, gan, batch, step: bool = True):
         real, z = self.tensor(batch["real"]), self.tensor(batch["z"])
-        y_real, y_fake = self.labels(gan, real)
+        y_real, y_fake = self.labels(real)
         if step and self.pair.train_step_torch is not None:
             losses = self.pair.train_step_torch(gan.G, gan.D, gan.optimizer_G, gan.optimizer_D, gan.loss, real, z)
             return {k: float(v) for k, v in losses.items()}, {}
@@ -173,8 +175,9 @@ class TorchSide:
         """Every stage once, from the loaded weights."""
         arrays: Arrays = {}
         first = self.batches[0]
-        progress("forward passes")
         self.reset()
+        arrays.update(self.split("structure"))  # the weights as loaded: the port's round trip
+        progress("forward passes")
         # inference mode first: it must leave every tensor as loaded; training mode then moves
         # only the BN statistics of the net it runs
         for stage in sorted(FORWARD_STAGES, key=lambda s: (s.endswith("train"), s)):
