@@ -60,6 +60,7 @@ def stateless_step(gan, state, real, z, y_real, y_fake, step: bool = True):
 
 
 CACHE_EVENTS = "/jax/compilation_cache/cache_"
+MIN_CACHED_COMPILE_S = 0.25
 
 
 class KerasJaxEngine(KerasEngine):
@@ -67,10 +68,11 @@ class KerasJaxEngine(KerasEngine):
     keras = keras
     packages = ("keras", "jax", "jaxlib")
 
-    # On one CPU thread XLA takes 2-4 s to compile this step and the compiled step then takes
-    # 0.01 s, against 0.2-0.26 s eagerly: compiling pays from about 20 iterations on, so the
-    # long parity trajectory runs under jax.jit and the ten-iteration pitfall runs and the
-    # single gradient call (step=False) run eagerly.
+    # On one CPU thread XLA takes about 3 s of CPU to compile this step (each config's own: its
+    # constants are part of the program) and the compiled step then takes 0.01 s, against
+    # 0.15-0.2 s eagerly: compiling pays from about 20 iterations on, so the long parity
+    # trajectory runs under jax.jit and the ten-iteration pitfall runs and the single gradient
+    # call (step=False) run eagerly.
     COMPILE_FROM = 20
 
     def __init__(self):
@@ -84,7 +86,9 @@ class KerasJaxEngine(KerasEngine):
             # JAX's compilation cache, in this process's own folder, compiles each program once
             # (a hit loads the executable XLA made for the same program, so nothing computes otherwise).
             jax.config.update("jax_compilation_cache_dir", os.path.join(self.scratch, "xla"))
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+            # a train step takes seconds to compile, one eager op a few hundredths: storing those
+            # would cost more than their few hits save
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_CACHED_COMPILE_S)
             jax.monitoring.register_event_listener(self.count_cache_event)
         super().setup(dtype, threads)
 
