@@ -484,6 +484,12 @@ def report_floor(engines: List[str], progress: Callable[[str], None], scenario: 
             "floor_failures": failed, "report_stderr_tail": stderr.splitlines()[-STDERR_TAIL:]}
 
 
+def copy_package(root: str) -> None:
+    """A copy of the package, without its tests, as ``root``/compare: ``root`` is the copy's import root."""
+    shutil.copytree(os.path.join(ROOT, "compare"), os.path.join(root, "compare"),
+                    ignore=shutil.ignore_patterns("tests", "__pycache__"))
+
+
 def edit_scenario(root: str, scenario: str) -> None:
     """A copy of the package under ``root`` in which every implementation of ``scenario`` has
     one line more (a comment): its code changed, nothing else did."""
@@ -491,8 +497,7 @@ def edit_scenario(root: str, scenario: str) -> None:
 
     from compare.scenarios import catalog
 
-    shutil.copytree(os.path.join(ROOT, "compare"), os.path.join(root, "compare"),
-                    ignore=shutil.ignore_patterns("tests", "__pycache__"))
+    copy_package(root)
     functions = {id(f): f for f in catalog()[scenario].implementations.values()}.values()
     # the last in a file first, so that an inserted line moves none still to edit
     for fn in sorted(functions, key=lambda f: (inspect.getsourcefile(f), -inspect.getsourcelines(f)[1])):

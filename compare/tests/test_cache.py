@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from compare import cache
+from compare import bench, cache
 from compare.engines import ENGINES
 from compare.tests.locations import child_env
 from compare.tests.plugin import strip_timings
@@ -21,9 +20,8 @@ from compare.tests.plugin import strip_timings
 
 def package_copy(tmp_path):
     """A copy of the package (without its tests) in a folder of its own: the root of its imports."""
-    root = tmp_path / "copy"
-    shutil.copytree(cache.PACKAGE, root / "compare", ignore=shutil.ignore_patterns("tests", "__pycache__"))
-    return root
+    bench.copy_package(str(tmp_path / "copy"))
+    return tmp_path / "copy"
 
 
 def edit(root, relative: str, old: str, new: str) -> None:

@@ -193,7 +193,7 @@ def test_two_runs_give_identical_results_apart_from_timings(engine_runs, tmp_pat
 
     engines = [HEALTHY, engine]
     first = {(e, "float32"): require_run(engine_runs, e, "float32") for e in engines}
-    second = dict(first, **run_engines([engine], ["float32"], str(tmp_path)))
+    second = {**first, **run_engines([engine], ["float32"], str(tmp_path))}
 
     def results(runs):
         return report.build_results(engines, ["float32"], runs, parity.compare_runs(runs), collect(engines, runs))
