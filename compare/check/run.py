@@ -152,8 +152,8 @@ def diagnose(engine: str, dtype: str, file: str, work: str, iterations: int, tim
     out = []
     first = result["first_divergence"]
     for n, cause in enumerate(child.facts.get("causes", [])):
-        entry = {"id": cause["id"], "title": cause["title"], "torch": cause["torch"], "keras": cause["keras"],
-                 "suspect": cause["suspect"], "confirmed": False, "residual": None}
+        entry = {"id": cause["id"], "title": cause["title"], "switch": cause["switch"], "torch": cause["torch"],
+                 "keras": cause["keras"], "suspect": cause["suspect"], "confirmed": False, "residual": None}
         if cause["suspect"] and first is not None:
             progress(f"[{engine} {dtype}] switching off {cause['id']} ({cause['switch']})")
             switches = [{"id": cause["id"], "torch": cause["torch"], "keras": cause["keras"]}]
@@ -168,7 +168,7 @@ def diagnose(engine: str, dtype: str, file: str, work: str, iterations: int, tim
                 again = judge(ref, other, iterations)
                 residual = residual_at(again, first)
                 entry.update({"residual": residual, "confirmed": bool(residual <= again["tolerance"]),
-                              "switch": cause["switch"], "verdict_after": again["verdict"],
+                              "verdict_after": again["verdict"],
                               "first_divergence_after": again["first_divergence"]})
         out.append(entry)
     return out
@@ -230,8 +230,8 @@ def check(file: str, engines=None, dtype: str = "float32", iterations: int = ITE
                 entry["causes"] = diagnose(engine, dtype, file, work, iterations, timeout, child, result, progress)
                 entry["explained"] = any(c["confirmed"] for c in entry["causes"])
             else:
-                entry["causes"] = [{"id": c["id"], "title": c["title"], "torch": c["torch"], "keras": c["keras"],
-                                    "suspect": c["suspect"], "confirmed": False, "residual": None}
+                entry["causes"] = [{"id": c["id"], "title": c["title"], "switch": c["switch"], "torch": c["torch"],
+                                    "keras": c["keras"], "suspect": c["suspect"], "confirmed": False, "residual": None}
                                    for c in child.facts.get("causes", [])]
             entries[engine] = entry
             progress(f"[{engine} {dtype}] {entry['verdict']}")
