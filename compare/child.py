@@ -39,6 +39,18 @@ def end_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def write(out_dir: str, name: str, facts=None, arrays=None) -> None:
+    """One result file (``arrays`` as .npz, else ``facts`` as JSON), renamed into place when complete."""
+    path = os.path.join(out_dir, name)
+    if arrays is not None:
+        np.savez(path + ".tmp.npz", **arrays)
+        os.replace(path + ".tmp.npz", path)
+    else:
+        with open(path + ".tmp", "w") as f:
+            json.dump(facts, f)
+        os.replace(path + ".tmp", path)
+
+
 def main(argv) -> int:
     end_with_parent()
     parser = argparse.ArgumentParser(prog="compare.child")
@@ -68,11 +80,8 @@ def main(argv) -> int:
                                 scratch=os.path.join(out_dir, "scratch"))
     facts["seconds"] = time.monotonic() - started
     facts["phase_seconds"]["import"] = imported
-    np.savez(os.path.join(out_dir, "arrays.tmp.npz"), **arrays)
-    os.replace(os.path.join(out_dir, "arrays.tmp.npz"), os.path.join(out_dir, "arrays.npz"))
-    with open(os.path.join(out_dir, "facts.tmp.json"), "w") as f:
-        json.dump(facts, f)
-    os.replace(os.path.join(out_dir, "facts.tmp.json"), os.path.join(out_dir, "facts.json"))
+    write(out_dir, "arrays.npz", arrays=arrays)
+    write(out_dir, "facts.json", facts)
     faults.inject(engine_id, "end", out_dir)
     progress("done")
     return 0

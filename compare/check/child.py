@@ -19,21 +19,9 @@ import traceback
 
 import numpy as np
 
-from compare.child import end_with_parent
+from compare.child import end_with_parent, write
 
 USAGE = 2
-
-
-def write(out_dir: str, name: str, facts=None, arrays=None) -> None:
-    """One file, renamed into place when complete."""
-    path = os.path.join(out_dir, name)
-    if arrays is not None:
-        np.savez(path + ".tmp.npz", **arrays)
-        os.replace(path + ".tmp.npz", path)
-    else:
-        with open(path + ".tmp", "w") as f:
-            json.dump(facts, f)
-        os.replace(path + ".tmp", path)
 
 
 def reproduction(first: dict, second: dict) -> dict:

@@ -11,8 +11,7 @@ import numpy as np
 from compare import port
 from compare.check import diagnose
 from compare.check.pairfile import Pair, PairError, built_pair
-from compare.check.stages import FORWARD_STAGES, channels_first, channels_last, iteration_losses, make_batches, \
-    put_losses
+from compare.check.stages import channels_first, channels_last, make_batches, run_stages
 from compare.program import bn_estimator_probe
 
 Arrays = Dict[str, np.ndarray]
@@ -207,34 +206,20 @@ class KerasSide:
         return out
 
     def run(self, progress: Callable[[str], None]) -> Arrays:
-        arrays: Arrays = {}
-        first = self.batches[0]
-        self.reset()
-        arrays.update(self.split("structure"))  # the weights as loaded: the port's round trip
-        progress("forward passes")
-        for stage in sorted(FORWARD_STAGES, key=lambda s: (s.endswith("train"), s)):
-            net, mode = stage.split(".")[1:]
-            x = first["z"] if net == "G" else first["real"]
-            arrays.update({f"{stage}/output/{k}": v for k, v in self.layer_outputs(net, x, mode == "train").items()})
-            arrays.update({k: v for k, v in self.split(stage, (net,)).items() if "/state/" in k})
-        progress("gradients")
-        gan = self.reset()
-        losses, grads = self.step(gan, first, step=False)
-        put_losses(arrays, "gradients", losses)
-        arrays.update({f"gradients/gradient/{n}": g for n, g in grads.items()})
-        progress(f"{self.iterations} iterations")
-        gan = self.reset()
-        history: Dict[str, List[float]] = {}
-        for i, batch in enumerate(self.batches, start=1):
-            losses, _ = self.step(gan, batch)
-            for key, value in losses.items():
-                history.setdefault(key, []).append(value)
-            if i in (1, self.iterations):
-                stage = f"iteration.{i}"
-                put_losses(arrays, stage, iteration_losses(history))
-                arrays.update(self.split(stage))
-                arrays.update(self.optimizer_state(gan, stage))
-        return arrays
+        return run_stages(self, self.batches, self.iterations, progress)
+
+    def record(self, stage: str, arrays: Arrays, clear: bool = False) -> None:
+        """Nothing: the batch variances the BN rule replays are the reference's."""
+
+    def flat_estimator(self) -> str:
+        """The variance a fresh BatchNormalization keeps after one 2-D batch (Keras 2 takes
+        another code path for 2-D inputs than for images, so it is measured apart)."""
+        from compare.check.diagnose import estimator, probe_batch
+
+        x = probe_batch(3, 2)
+        bn = self.keras.layers.BatchNormalization(momentum=0.0)
+        bn(self.engine.tensor(x), training=True)
+        return estimator(np.array(bn.moving_variance.numpy(), dtype=np.float64), x.astype(self.dtype))
 
     def facts(self) -> dict:
         """The pairing, each layer's configuration, the loss, the optimizer, and the dtypes and
@@ -249,6 +234,7 @@ class KerasSide:
             "loss": self.loss_kind,
             "optimizer": self.pair.optimizer["keras"],
             "bn_estimator": bn_estimator_probe(e),
+            "bn_estimator_2d": self.flat_estimator(),
             "precision_probes": e.precision_probes(),
             "dtypes": {"variables": sorted({str(v.dtype) for n in "GD" for v in self.model(n).weights}),
                        "G output": str(self.G(z, training=False).dtype)},

@@ -42,6 +42,8 @@ def engine_line(engine: str, entry: dict) -> str:
 
 
 def cause_sentence(c: dict) -> str:
+    if c.get("residual") is None and not c.get("not_run"):
+        return f"- **{c['id']}** ({c['title']}): suspected; not switched off (no diagnosis was asked for)"
     if c.get("not_run"):
         return f"- **{c['id']}** ({c['title']}): suspected; the counterfactual could not run: {c['not_run']}"
     verb = "removes the divergence" if c["confirmed"] else "does not remove the divergence"

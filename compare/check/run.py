@@ -153,7 +153,7 @@ def diagnose(engine: str, dtype: str, file: str, work: str, iterations: int, tim
     Where a confirmed cause's run still fails, the suspects left are tried again with the
     confirmed causes kept off, at the divergence that run found first: two mistakes (BN's
     epsilon and its momentum) are each confirmed where each is the first difference."""
-    entries = [{"id": c["id"], "title": c["title"], "torch": c["torch"], "keras": c["keras"],
+    entries = [{"id": c["id"], "title": c["title"], "switch": c["switch"], "torch": c["torch"], "keras": c["keras"],
                 "suspect": c["suspect"], "confirmed": False, "residual": None} for c in child.facts.get("causes", [])]
     switch_of = {c["id"]: c for c in child.facts.get("causes", [])}
     first, kept, runs = result["first_divergence"], [], 0
@@ -246,8 +246,8 @@ def check(file: str, engines=None, dtype: str = "float32", iterations: int = ITE
                 entry["causes"] = diagnose(engine, dtype, file, work, iterations, timeout, child, result, progress)
                 entry["explained"] = any(c["confirmed"] for c in entry["causes"])
             else:
-                entry["causes"] = [{"id": c["id"], "title": c["title"], "torch": c["torch"], "keras": c["keras"],
-                                    "suspect": c["suspect"], "confirmed": False, "residual": None}
+                entry["causes"] = [{"id": c["id"], "title": c["title"], "switch": c["switch"], "torch": c["torch"],
+                                    "keras": c["keras"], "suspect": c["suspect"], "confirmed": False, "residual": None}
                                    for c in child.facts.get("causes", [])]
             entries[engine] = entry
             progress(f"[{engine} {dtype}] {entry['verdict']}")

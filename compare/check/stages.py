@@ -8,7 +8,7 @@ or a layer's as ``<net>.<layer>``), ``loss``, ``gradient``, ``param``, ``optimiz
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 
@@ -52,3 +52,41 @@ def put_losses(arrays: Dict[str, np.ndarray], stage: str, losses: Dict[str, floa
 def iteration_losses(history: Dict[str, List[float]]) -> Dict[str, float]:
     """Every iteration's losses, as ``<loss>.<iteration>``."""
     return {f"{k}.{i}": x for k, v in history.items() for i, x in enumerate(v, 1)}
+
+
+def run_stages(side, batches: List[Dict[str, np.ndarray]], iterations: int,
+               progress: Callable[[str], None]) -> Dict[str, np.ndarray]:
+    """Every stage once, from the loaded weights, on either side (``TorchSide``, ``KerasSide``)."""
+    arrays: Dict[str, np.ndarray] = {}
+    first = batches[0]
+    side.reset()
+    arrays.update(side.split("structure"))  # the weights as loaded: the port's round trip
+    progress("forward passes")
+    # inference mode first: it must leave every tensor as loaded; training mode then moves
+    # only the BN statistics of the net it runs
+    for stage in sorted(FORWARD_STAGES, key=lambda s: (s.endswith("train"), s)):
+        net, mode = stage.split(".")[1:]
+        x = first["z"] if net == "G" else first["real"]
+        arrays.update({f"{stage}/output/{k}": v for k, v in side.layer_outputs(net, x, mode == "train").items()})
+        arrays.update({k: v for k, v in side.split(stage, (net,)).items() if "/state/" in k})
+        side.record(stage, arrays, clear=True)
+    progress("gradients")
+    gan = side.reset()
+    losses, grads = side.step(gan, first, step=False)
+    put_losses(arrays, "gradients", losses)
+    arrays.update({f"gradients/gradient/{n}": g for n, g in grads.items()})
+    side.record("gradients", arrays)
+    progress(f"{iterations} iterations")
+    gan = side.reset()
+    history: Dict[str, List[float]] = {}
+    for i, batch in enumerate(batches, start=1):
+        losses, _ = side.step(gan, batch)
+        for key, value in losses.items():
+            history.setdefault(key, []).append(value)
+        if i in (1, iterations):
+            stage = f"iteration.{i}"
+            put_losses(arrays, stage, iteration_losses(history))
+            arrays.update(side.split(stage))
+            arrays.update(side.optimizer_state(gan, stage))
+            side.record(stage, arrays)
+    return arrays

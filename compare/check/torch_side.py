@@ -12,7 +12,7 @@ from torch import nn
 
 from compare import port
 from compare.check.pairfile import Pair, PairError, built_pair
-from compare.check.stages import FORWARD_STAGES, iteration_losses, make_batches, put_losses
+from compare.check.stages import make_batches, run_stages
 from compare.engines.torch.engine import canonical_iteration
 
 Arrays = Dict[str, np.ndarray]
@@ -110,9 +110,12 @@ class TorchSide:
         values = self.export()
         return {f"{prefix}/{s.kind}/{s.name}": values[s.name] for net in nets for s in self.specs[net]}
 
-    def put_batch_variances(self, stage: str, arrays: Arrays) -> None:
+    def record(self, stage: str, arrays: Arrays, clear: bool = False) -> None:
+        """The batch variances each BN layer normalised with since the stage began."""
         for layer, values in self.batch_variances.items():
             arrays[f"{stage}/batchvar/{layer}"] = np.stack(values)
+        if clear:
+            self.batch_variances.clear()
 
     def labels(self, real) -> Tuple[torch.Tensor, torch.Tensor]:
         """Ones and zeros shaped as D's output (read once, in inference mode: nothing moves)."""
@@ -149,9 +152,9 @@ class TorchSide:
                         out[f"{prefix}/optimizer/{keys[key]}.{name}"] = state[slot].numpy().astype(np.float64)
         return out
 
-    def layer_outputs(self, net: str, x: torch.Tensor, training: bool) -> Arrays:
+    def layer_outputs(self, net: str, x: np.ndarray, training: bool) -> Arrays:
         """The net's output and every weighted layer's, canonical layout."""
-        module = self.module(net)
+        module, x = self.module(net), self.tensor(x)
         wanted = set(port.layers_of(self.specs[net]))
         out: Arrays = {}
 
@@ -172,41 +175,17 @@ class TorchSide:
         return out
 
     def run(self, progress: Callable[[str], None]) -> Arrays:
-        """Every stage once, from the loaded weights."""
-        arrays: Arrays = {}
-        first = self.batches[0]
-        self.reset()
-        arrays.update(self.split("structure"))  # the weights as loaded: the port's round trip
-        progress("forward passes")
-        # inference mode first: it must leave every tensor as loaded; training mode then moves
-        # only the BN statistics of the net it runs
-        for stage in sorted(FORWARD_STAGES, key=lambda s: (s.endswith("train"), s)):
-            net, mode = stage.split(".")[1:]
-            x = self.tensor(first["z"] if net == "G" else first["real"])
-            arrays.update({f"{stage}/output/{k}": v for k, v in self.layer_outputs(net, x, mode == "train").items()})
-            arrays.update({k: v for k, v in self.split(stage, (net,)).items() if "/state/" in k})
-            self.put_batch_variances(stage, arrays)
-            self.batch_variances.clear()
-        progress("gradients")
-        gan = self.reset()
-        losses, grads = self.step(gan, first, step=False)
-        put_losses(arrays, "gradients", losses)
-        arrays.update({f"gradients/gradient/{n}": g for n, g in grads.items()})
-        self.put_batch_variances("gradients", arrays)
-        progress(f"{self.iterations} iterations")
-        gan = self.reset()
-        history: Dict[str, List[float]] = {}
-        for i, batch in enumerate(self.batches, start=1):
-            losses, _ = self.step(gan, batch)
-            for key, value in losses.items():
-                history.setdefault(key, []).append(value)
-            if i in (1, self.iterations):
-                stage = f"iteration.{i}"
-                put_losses(arrays, stage, iteration_losses(history))
-                arrays.update(self.split(stage))
-                arrays.update(self.optimizer_state(gan, stage))
-                self.put_batch_variances(stage, arrays)
-        return arrays
+        return run_stages(self, self.batches, self.iterations, progress)
+
+    def flat_estimator(self) -> str:
+        """The variance a fresh BatchNorm1d keeps after one 2-D batch."""
+        from compare.check.diagnose import estimator, probe_batch
+
+        x = probe_batch(3, 2)
+        bn = nn.BatchNorm1d(3, momentum=1.0).to(self.dtype)
+        with torch.no_grad():
+            bn(self.tensor(x))
+        return estimator(bn.running_var.numpy().astype(np.float64), x)
 
     def facts(self) -> dict:
         """What the Keras side and the comparison need: the specs, each BN layer's settings and
@@ -224,6 +203,7 @@ class TorchSide:
                                         "n": self.bn_count.get(f"{net}.{s.layer}")}
                    for net in ("G", "D") for s in self.specs[net] if s.role == "moving_variance"},
             "loss": self.loss_kind,
+            "bn_estimator_2d": self.flat_estimator(),
             "optimizer": self.pair.optimizer["torch"],
             "dtypes": {"parameters": sorted({str(p.dtype) for m in (self.G, self.D) for p in m.parameters()})},
         }

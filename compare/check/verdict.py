@@ -74,8 +74,10 @@ def variance_residual(stage: str, name: str, spec: TensorSpec, measured: np.ndar
     is from the one the bn-variance-estimator rule predicts, with each side following
     PyTorch's momentum (a mismatched momentum is left unexplained). None where the
     estimators agree or the layer's settings are unknown."""
-    ref_estimator = ref_facts["bn_estimator"]["estimator"]
-    estimator = facts["bn_estimator"]["estimator"]
+    # measured per input rank: Keras 2 keeps one variance for images and another for 2-D batches
+    flat = spec.layer_type == "BatchNorm1d"
+    ref_estimator = ref_facts["bn_estimator_2d"] if flat else ref_facts["bn_estimator"]["estimator"]
+    estimator = facts["bn_estimator_2d"] if flat else facts["bn_estimator"]["estimator"]
     bn = ref_facts["bn"].get(f"{spec.net}.{spec.layer}")
     if ref_estimator == estimator or not bn or bn["momentum"] is None or not bn["n"]:
         return None

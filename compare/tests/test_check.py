@@ -212,9 +212,20 @@ def test_faithful_pairs_pass_in_float32(engine, name, sizes, tmp_path):
     assert_passes(check_example(small(tmp_path, name, *sizes), engine), engine, "float32")
 
 
+# Measured, not yet explained by a named rule: TensorFlow casts the Python floats BN momentum 0.9
+# and LeakyReLU's 0.2 through float32 (their differences, about 2e-8 relative, exceed 1e-9), and
+# Keras on PyTorch's float64 conv backward stops with "slow_conv2d: grad_weight must be contiguous".
+FLOAT64_GAPS = {
+    "keras-tensorflow": "TensorFlow rounds the BN momentum and LeakyReLU slope through float32",
+    "tf-keras": "TensorFlow rounds the BN momentum and LeakyReLU slope through float32",
+    "keras-torch": "torch's float64 conv backward raises under Keras (grad_weight must be contiguous)",
+}
+
+
 @have_examples
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", KERAS_ENGINES)
+@pytest.mark.parametrize("engine", [pytest.param(e, marks=pytest.mark.xfail(strict=True, reason=FLOAT64_GAPS[e]))
+                                    if e in FLOAT64_GAPS else e for e in KERAS_ENGINES])
 def test_faithful_dcgan64_in_float64(engine, tmp_path):
     """float64: within 1e-9 where the backend computes in float64; elsewhere held to float32's
     tolerance only under the float64 rule, whose evidence (the promotion probe and a float32
