@@ -521,6 +521,7 @@ def time_report(root: str, engines: List[str], out: str, cache_dir: str) -> Tupl
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "compare", "report", "--out", out, "--quiet",
                              "--engines", ",".join(engines)], env=env, stdin=subprocess.DEVNULL,
+                            cwd=root,  # `python -m` puts the working folder first on sys.path
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
     try:
         _, stderr = proc.communicate()
