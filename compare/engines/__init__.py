@@ -15,6 +15,17 @@ from typing import Dict, List, Optional, Tuple
 from compare import DISTRIBUTION
 
 
+def distribution_version(name: str) -> Optional[str]:
+    """The installed version of distribution ``name``, or of its CPU-only build (tensorflow-cpu
+    installs the import package ``tensorflow`` under another distribution name); None if neither."""
+    for dist in (name, f"{name}-cpu"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class EngineSpec:
     id: str
@@ -50,10 +61,7 @@ class EngineSpec:
         """Installed versions of the distributions behind this engine, from metadata."""
         out: Dict[str, Optional[str]] = {}
         for name in self.imports:  # each import name here is also its distribution's name
-            try:
-                out[name] = importlib.metadata.version(name)
-            except importlib.metadata.PackageNotFoundError:
-                out[name] = None
+            out[name] = distribution_version(name)
         return out
 
 

@@ -7,12 +7,12 @@ own idiom (GradientTape, jax.value_and_grad over stateless_call, torch backward)
 
 from __future__ import annotations
 
-import importlib.metadata
 from typing import Any, Dict
 
 import numpy as np
 
 from compare import port
+from compare.engines import distribution_version
 from compare.engines.base import Arrays, Engine
 from compare.models import toy
 from compare.models.toy import Config, adam_epsilon, builder_args
@@ -68,7 +68,7 @@ class KerasEngine(Engine):
         self.set_floatx(dtype)
 
     def versions(self) -> Dict[str, str]:
-        return {name: importlib.metadata.version(name) for name in self.packages} | {"numpy": np.__version__}
+        return {name: distribution_version(name) for name in self.packages} | {"numpy": np.__version__}
 
     def build(self, config: Config, weights: Arrays) -> KerasGan:
         gan = KerasGan(self.keras, config)
