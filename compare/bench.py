@@ -704,10 +704,9 @@ def main(argv: List[str]) -> int:
     except SystemExit as exc:  # argparse's way out (--help too): a status, not an exception
         return exc.code if isinstance(exc.code, int) else 2
 
-    def progress(line: str) -> None:
-        if not args.quiet:
-            print(line, file=sys.stderr, flush=True)
+    from compare.cli import progress_printer
 
+    progress = progress_printer(args.quiet)
     if args.matrix:
         return matrix_bench(args.matrix, progress)
     installed = [e for e in engines if not ENGINES[e].missing()]

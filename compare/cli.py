@@ -15,7 +15,7 @@ import signal
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from compare import faults
 from compare.engines import ENGINES, REFERENCE, parse_engines
@@ -200,9 +200,7 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     scenario = scenarios[args.scenario]
     wanted = [e for e in engines if e in scenario.implementations]
 
-    def progress(line: str) -> None:
-        if not args.quiet:
-            print(line, file=sys.stderr, flush=True)
+    progress = progress_printer(args.quiet)
 
     with workspace() as workdir:
         default, per_engine = timeouts(args)
@@ -268,15 +266,9 @@ def cmd_matrix(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             parser.error(f"unknown point {', '.join(unknown) or repr(args.only)}; points in {path}: "
                          f"{', '.join(p['id'] for p in points)}")
         points = [p for p in points if p["id"] in wanted]
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        parser.error(f"--out {args.out} is a file; give a folder")
-    problem = make_folder(args.out)
-    if problem:
-        parser.error(problem)
+    output_folder(args.out, parser)
 
-    def progress(line: str) -> None:
-        if not args.quiet:
-            print(line, file=sys.stderr, flush=True)
+    progress = progress_printer(args.quiet)
 
     started = time.monotonic()
     entries = matrix.run_matrix(points, args.out, path, jobs=args.jobs, dtype=args.dtype, progress=progress,
@@ -314,6 +306,23 @@ def output_problem(args: argparse.Namespace, paths: Dict[str, str]) -> Optional[
             os.path.isdir(guide_dir) and os.access(guide_dir, os.W_OK)):
         return f"cannot write the guide to {guide}: its folder does not exist or is not writable"
     return None
+
+
+def progress_printer(quiet: bool) -> Callable[[str], None]:
+    """Progress lines on stderr, or nothing with --quiet."""
+    def progress(line: str) -> None:
+        if not quiet:
+            print(line, file=sys.stderr, flush=True)
+    return progress
+
+
+def output_folder(path: str, parser: argparse.ArgumentParser) -> None:
+    """Make the --out folder (a usage error if it is a file or cannot be written)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        parser.error(f"--out {path} is a file; give a folder")
+    problem = make_folder(path)
+    if problem:
+        parser.error(problem)
 
 
 def make_folder(path: str) -> Optional[str]:
@@ -372,9 +381,7 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         parser.error(problem)
     dtypes = list(DTYPES) if args.dtype == "both" else [args.dtype]
 
-    def progress(line: str) -> None:
-        if not args.quiet:
-            print(line, file=sys.stderr, flush=True)
+    progress = progress_printer(args.quiet)
 
     if REFERENCE not in engines:
         progress(f"note: adding {REFERENCE}, the reference every other engine is compared with")
@@ -445,15 +452,9 @@ def cmd_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except CheckError as exc:
         parser.error(str(exc))
     if args.out:
-        if os.path.exists(args.out) and not os.path.isdir(args.out):
-            parser.error(f"--out {args.out} is a file; give a folder")
-        problem = make_folder(args.out)
-        if problem:
-            parser.error(problem)
+        output_folder(args.out, parser)
 
-    def progress(line: str) -> None:
-        if not args.quiet:
-            print(line, file=sys.stderr, flush=True)
+    progress = progress_printer(args.quiet)
 
     try:
         result = check(args.file, engines=args.engines, dtype=args.dtype, iterations=args.iterations,
