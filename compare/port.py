@@ -205,6 +205,20 @@ def from_keras(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
     return array
 
 
+def with_layouts(specs: Sequence[TensorSpec], layouts: Optional[Dict[str, str]]) -> List[TensorSpec]:
+    """``specs`` with a user's layouts applied: torch module path of a Linear -> "transpose"
+    (its kernel written as a plain transpose, the rows a Flatten feeds left in torch's C, H, W
+    order) or "rules". Raises PortError for a path that is not a Linear of the net."""
+    layouts = dict(layouts or {})
+    linears = {s.layer for s in specs if s.layer_type == "Linear"}
+    for layer in layouts:
+        if layer not in linears:
+            raise PortError(f"layout {layer!r}: no Linear of that path; the net's Linears are "
+                            f"{', '.join(sorted(linears)) or 'none'}")
+    return [dataclasses.replace(s, flatten=None) if layouts.get(s.layer) == "transpose" and s.role == "kernel"
+            else s for s in specs]
+
+
 def keras_shape(spec: TensorSpec) -> Tuple[int, ...]:
     return tuple(to_keras(spec, np.zeros(spec.shape)).shape)
 

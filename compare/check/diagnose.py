@@ -47,10 +47,12 @@ class Context:
     dtype: str = "float32"
     optimizer: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)
     d_output: Dict[str, Optional[str]] = dataclasses.field(default_factory=dict)
+    layouts: Dict[str, Dict[str, str]] = dataclasses.field(default_factory=dict)  # the pair's LAYOUTS
 
     @classmethod
     def of(cls, pair, dtype: str = "float32") -> "Context":
-        return cls(tuple(pair.latent_shape), tuple(pair.image_shape), dtype, dict(pair.optimizer), dict(pair.d_output))
+        return cls(tuple(pair.latent_shape), tuple(pair.image_shape), dtype, dict(pair.optimizer), dict(pair.d_output),
+                   {net: dict(v) for net, v in pair.layouts.items()})
 
     def input_shape(self, net: str) -> Tuple[int, ...]:
         return self.latent_shape if net == "G" else self.image_shape
@@ -465,9 +467,10 @@ def torch_flatten(pair, context: Context) -> Reading:
                 features = context.input_shape(net)  # the net's own input, flattened
             else:
                 features = None
-            if features is not None:
+            if features is not None:  # a "transpose" layout leaves the rows in torch's order
+                plain = context.layouts.get(net, {}).get(l.path) == "transpose"
                 out[net].append({"layer": l.path, "features": list(features), "order": "CHW",
-                                 "ported_as": "HWC"})
+                                 "ported_as": "CHW" if plain else "HWC"})
     return out
 
 
@@ -494,8 +497,16 @@ def flatten_differs(t: Reading, k: Reading, context: Context) -> bool:
 
 
 def switch_flatten(source, seen):
-    """Keras flattens in the order the port laid the kernel out in: a Permute that moved
-    channels first becomes the identity, a channels-first Flatten a channels-last one."""
+    """Keras flattens in the order the port laid the kernel out in: a kernel the pair's
+    LAYOUTS wrote as a plain transpose is ported by the rule (its rows in Keras's H, W, C
+    order); a Permute that moved channels first becomes the identity, a channels-first
+    Flatten a channels-last one."""
+    layouts = {net: {path: layout for path, layout in (getattr(source, "LAYOUTS", None) or {}).get(net, {}).items()
+                     if not any(a["layer"] == path and a["ported_as"] != b["order"] for a, b in pairs(seen, net))}
+               for net in ("G", "D")}
+    if layouts != {net: dict((getattr(source, "LAYOUTS", None) or {}).get(net, {})) for net in ("G", "D")}:
+        return surgery.derive(source, LAYOUTS=layouts)
+
     def changes(net):
         wanted = {}
         for a, b in pairs(seen, net):

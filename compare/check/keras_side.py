@@ -86,7 +86,11 @@ class KerasSide:
     def __init__(self, engine, pair: Pair, dtype: str, iterations: int, ref_facts: dict, weights: Arrays):
         self.engine, self.keras, self.pair, self.iterations = engine, engine.keras, pair, iterations
         self.dtype = dtype
-        self.specs = {net: [port.TensorSpec.from_json(s) for s in v] for net, v in ref_facts["specs"].items()}
+        try:
+            self.specs = {net: port.with_layouts([port.TensorSpec.from_json(s) for s in v], pair.layouts.get(net))
+                          for net, v in ref_facts["specs"].items()}
+        except port.PortError as exc:
+            raise PairError(f"{pair.path}: {exc}")
         self.weights = weights
         what = pair.build_keras(self.keras)
         self.G, self.D = built_pair(pair.path, what, "keras")

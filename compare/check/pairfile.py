@@ -8,7 +8,10 @@ keras module to use), and ``LATENT_SHAPE`` and ``IMAGE_SHAPE`` in PyTorch layout
 default below); ``D_OUTPUT``, "logits" or "probabilities", what D's output is and so which
 BCE the canonical iteration takes (or one per framework; by default read from whether D ends
 in a sigmoid); ``DTYPE``, a precision that replaces the one asked for;
-``OVERRIDES`` {"G": {...}, "D": {...}}, the weight port's pairing overrides; and
+``OVERRIDES`` {"G": {...}, "D": {...}}, the weight port's pairing overrides; ``LAYOUTS``
+{"G": {...}, "D": {...}}, torch module path of a Linear -> "transpose" where the team's own
+converter writes that Dense kernel as a plain transpose (no reordering of the rows a Flatten
+feeds), instead of the port's rule ("rules"); and
 ``train_step_torch(G, D, opt_G, opt_D, loss, real, z)`` / ``train_step_keras(keras, G, D,
 opt_G, opt_D, loss, real, z)``, each returning a dict of float losses, to train with instead
 of the canonical iteration.
@@ -35,6 +38,7 @@ ADAM_KEYS = ("lr", "beta_1", "beta_2", "eps")
 # not the optimizers' defaults
 DEFAULT_ADAM = {"lr": PARITY.lr, "beta_1": PARITY.beta_1, "beta_2": PARITY.beta_2, "eps": MATCHED_ADAM_EPS}
 D_OUTPUTS = ("logits", "probabilities")
+LAYOUTS = ("rules", "transpose")  # how a Linear's kernel is written into its Dense
 DTYPES = ("float32", "float64")
 
 
@@ -56,6 +60,7 @@ class Pair:
     d_output: Dict[str, Optional[str]] = dataclasses.field(default_factory=dict)  # framework -> output, None: read
     dtype: Optional[str] = None  # replaces the check's precision
     overrides: Dict[str, Dict[str, str]] = dataclasses.field(default_factory=dict)
+    layouts: Dict[str, Dict[str, str]] = dataclasses.field(default_factory=dict)  # net -> Linear path -> layout
     train_step_torch: Optional[Callable] = None
     train_step_keras: Optional[Callable] = None
 
@@ -167,6 +172,12 @@ def from_module(path: str, module) -> Pair:
             for v in overrides.values())):
         raise PairError(f"{path}: OVERRIDES must be {{'G': {{torch name: keras layer}}, 'D': {{...}}}}, "
                         f"not {overrides!r}")
+    layouts = getattr(module, "LAYOUTS", None) or {}
+    if not (isinstance(layouts, dict) and set(layouts) <= {"G", "D"} and all(
+            isinstance(v, dict) and all(isinstance(a, str) and b in LAYOUTS for a, b in v.items())
+            for v in layouts.values())):
+        raise PairError(f"{path}: LAYOUTS must be {{'G': {{torch Linear path: 'rules' or 'transpose'}}, "
+                        f"'D': {{...}}}}, not {layouts!r}")
     return Pair(
         path=os.path.abspath(path), build_torch=functions["build_torch"], build_keras=functions["build_keras"],
         latent_shape=shape_value(path, "LATENT_SHAPE", module.LATENT_SHAPE),
@@ -174,6 +185,7 @@ def from_module(path: str, module) -> Pair:
         optimizer=per_framework(path, "OPTIMIZER", getattr(module, "OPTIMIZER", None), adam),
         d_output=per_framework(path, "D_OUTPUT", getattr(module, "D_OUTPUT", None), output), dtype=dtype,
         overrides={net: dict(v) for net, v in overrides.items()},
+        layouts={net: dict(v) for net, v in layouts.items()},
         train_step_torch=functions.get("train_step_torch"), train_step_keras=functions.get("train_step_keras"))
 
 

@@ -56,6 +56,8 @@ def test_pair_defaults_and_settings():
     ({"D_OUTPUT": "sigmoid"}, "D_OUTPUT must be one of 'logits', 'probabilities', not 'sigmoid'"),
     ({"DTYPE": "float16"}, "DTYPE must be one of 'float32', 'float64'"),
     ({"OVERRIDES": {"X": {}}}, "OVERRIDES must be"),
+    ({"LAYOUTS": {"D": {"main.11.1": "permuted"}}}, "LAYOUTS must be"),
+    ({"LAYOUTS": ["main.11.1"]}, "LAYOUTS must be"),
     ({"train_step_torch": "no"}, "train_step_torch must be a function"),
 ])
 def test_malformed_pair_is_one_line(changes, message):

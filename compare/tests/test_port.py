@@ -119,6 +119,25 @@ def test_layouts_are_exact_inverses_and_flatten_matches_nhwc():
     assert np.array_equal(port.from_keras(s, k), w)
 
 
+def test_a_transpose_layout_leaves_the_flattened_rows_in_torch_order():
+    """LAYOUTS' "transpose": the kernel is the Linear weight transposed, which a Dense over
+    flattened NCHW features matches and one over NHWC features does not; other tensors and
+    the rules' layout are untouched, and a path that is no Linear is a PortError naming it."""
+    specs = port.torch_specs("D", mixed_d(), torch.zeros(2, 3, 4, 4))
+    linear = next(s for s in specs if s.layer_type == "Linear" and s.role == "kernel")
+    assert linear.flatten is not None
+    plain = port.with_layouts(specs, {linear.layer: "transpose"})
+    assert [s.flatten for s in plain if s.name != linear.name] == [s.flatten for s in specs if s.name != linear.name]
+    changed = next(s for s in plain if s.name == linear.name)
+    w = np.arange(np.prod(linear.shape), dtype=np.float64).reshape(linear.shape)
+    assert changed.flatten is None and np.array_equal(port.to_keras(changed, w), w.T)
+    assert np.array_equal(port.from_keras(changed, port.to_keras(changed, w)), w)
+    assert port.with_layouts(specs, {linear.layer: "rules"}) == specs
+    conv = next(s for s in specs if s.layer_type == "Conv2d")
+    with pytest.raises(port.PortError, match=f"^layout {conv.layer!r}: no Linear of that path; the net's Linears are"):
+        port.with_layouts(specs, {conv.layer: "transpose"})
+
+
 def test_torch_round_trip_is_bit_exact():
     d = mixed_d().double()
     specs = port.torch_specs("D", d, torch.zeros(2, 3, 4, 4, dtype=torch.float64))
