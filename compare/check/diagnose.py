@@ -678,6 +678,75 @@ def switch_dtype(source, seen):
     return surgery.derive(source, DTYPE="float32")
 
 
+# --- constants a framework rounds through float32 (a rule, not a mistake)
+
+def torch_constants(pair, context: Context) -> Reading:
+    """Each LeakyReLU's slope and each BatchNorm's momentum (the weight of the new batch)."""
+    out = {}
+    for net, layers in torch_layers(pair, context).items():
+        out[net] = {"leaky_relu": [{"layer": l.path, "slope": float(l.module.negative_slope)}
+                                   for l in layers if l.type == "LeakyReLU"],
+                    "bn": [{"layer": l.path, "momentum": float(l.module.momentum)}
+                           for l in layers if l.type in TORCH_BN and l.module.momentum is not None]}
+    return out
+
+
+def keras_constants(pair, keras, context: Context) -> Reading:
+    """The same constants as the Keras side sets them and as its ops apply them, measured in
+    the check's dtype on fresh layers: LeakyReLU(slope) on -1, and the weight a training
+    BatchNormalization(momentum) gives a batch mean of 1 in a moving mean that starts at 0."""
+    numpy = getattr(getattr(keras, "ops", None), "convert_to_numpy", np.asarray)
+    one = np.ones((2, 1), dtype=context.dtype)
+
+    def applied_slope(slope):
+        try:
+            layer = keras.layers.LeakyReLU(negative_slope=slope, dtype=context.dtype)  # Keras 3
+        except TypeError:
+            layer = keras.layers.LeakyReLU(alpha=slope, dtype=context.dtype)  # Keras 2
+        return -float(np.asarray(numpy(layer(-one)), dtype=np.float64).flat[0])
+
+    def applied_weight(momentum):
+        bn = keras.layers.BatchNormalization(momentum=momentum, dtype=context.dtype)
+        bn(one, training=True)
+        return float(np.asarray(numpy(bn.moving_mean), dtype=np.float64)[0])
+
+    out = {}
+    for net, layers in keras_layers(pair).items():
+        relus = [l for l in layers if l.type == "LeakyReLU"]
+        bns = [l for l in layers if l.type == "BatchNormalization"]
+        out[net] = {"leaky_relu": [], "bn": []}
+        for l in relus:
+            slope = float(l.config.get("negative_slope", l.config.get("alpha")))
+            out[net]["leaky_relu"].append({"layer": l.path, "slope": slope, "applied": applied_slope(slope)})
+        for l in bns:
+            momentum = float(l.config["momentum"])
+            out[net]["bn"].append({"layer": l.path, "momentum": momentum, "weight": 1 - momentum,
+                                   "applied": applied_weight(momentum)})
+    return out
+
+
+def rounded_constants(t: Reading, k: Reading, context: Context) -> bool:
+    """Where the Keras ops apply a constant other than the one set, and that is the set one
+    rounded to float32: visible only in float64 (in float32 the two are the same number)."""
+    if context.dtype != "float64":
+        return False
+    seen = [(a["slope"], a["applied"]) for net in NETS for a in k.get(net, {}).get("leaky_relu", [])]
+    seen += [(a["weight"], a["applied"]) for net in NETS for a in k.get(net, {}).get("bn", [])]
+    return any(applied != value and applied == float(np.float32(value)) for value, applied in seen)
+
+
+def switch_constants(source, seen):
+    """PyTorch given the constants the Keras ops apply: each LeakyReLU's slope and each
+    BatchNorm's momentum, paired in order."""
+    def torch_edit(net, module):
+        layers = dict(module.named_modules())
+        for kind, attr, key in (("leaky_relu", "negative_slope", "slope"), ("bn", "momentum", "momentum")):
+            for a, b in zip(seen["torch"].get(net, {}).get(kind, []), seen["keras"].get(net, {}).get(kind, [])):
+                if b["applied"] != (b["slope"] if kind == "leaky_relu" else b["weight"]):
+                    setattr(layers[a["layer"]], attr, b["applied"])
+    return surgery.derive(source, build_torch=surgery.torch_builder(source, torch_edit))
+
+
 CAUSES: List[Cause] = [
     Cause("bn-momentum", "BatchNorm momentum convention", torch_bn, keras_bn, momentum_differs,
           keras_bn_matching("momentum", lambda a: 1 - a["momentum"]),
@@ -709,7 +778,13 @@ CAUSES: List[Cause] = [
           keras_untouched, untouched, no_switch, "porting the tensor that was left"),
     Cause("float64-not-computed", "float64 asked for but not computed", torch_dtypes, keras_dtypes,
           not_float64, switch_dtype, "running both sides in float32"),
+    Cause("float32-constants", "constants the Keras ops round to float32 (LeakyReLU's slope, BatchNorm's "
+          "momentum)", torch_constants, keras_constants, rounded_constants, switch_constants,
+          "giving PyTorch the constants the Keras ops apply"),
 ]
+# causes that are a framework's rule, not a mistake in the port: where the only confirmed
+# causes are rules and their run is within tolerance, the engine passes under them
+RULES = ("float32-constants",)
 
 BY_ID = {cause.id: cause for cause in CAUSES}
 

@@ -34,11 +34,22 @@ def engine_line(engine: str, entry: dict) -> str:
         return f"{engine}: {entry['verdict']} ({entry.get('status')}: {entry.get('reason')})"
     d = entry.get("first_divergence")
     if not d:
-        return f"{engine}: {entry['verdict']} (tolerance {number(entry['tolerance'])})"
+        return f"{engine}: {entry['verdict']} (tolerance {number(entry['tolerance'])}){under_rules(entry)}"
     causes = [c["id"] for c in entry.get("causes", []) if c.get("confirmed")]
     why = f"; confirmed: {', '.join(causes)}" if causes else ("; unexplained" if "explained" in entry else "")
     return (f"{engine}: {entry['verdict']} at {place(d).replace('`', '')}: max |diff| {number(d['max_abs_diff'])} "
             f"> {number(d['tolerance'])}{why}")
+
+
+def under_rules(entry: dict) -> str:
+    """", under the rule X (residual r; without it, ...)" for an engine that passes under a check rule."""
+    applied = entry.get("rules_applied")
+    if not applied:
+        return ""
+    residual = max(c["residual"] for c in entry["causes"] if c["id"] in applied)
+    d = entry["first_divergence_without_rules"]
+    return (f", under the rule {', '.join(applied)} (residual {number(residual)}; without it, "
+            f"{place(d).replace('`', '')}: max |diff| {number(d['max_abs_diff'])})")
 
 
 def cause_sentence(c: dict) -> str:
@@ -67,6 +78,13 @@ def engine_section(engine: str, entry: dict) -> List[str]:
     if d:
         lines += [f"First divergence: {place(d)}: max |diff| {number(d['max_abs_diff'])}, tolerance "
                   f"{number(d['tolerance'])}.", ""]
+    if entry.get("rules_applied"):
+        raw = entry["first_divergence_without_rules"]
+        lines += [f"Passes under {', '.join(entry['rules_applied'])}: without it the first divergence is at "
+                  f"{place(raw)} (max |diff| {number(raw['max_abs_diff'])}); the table is the run with PyTorch given "
+                  "the constants the Keras ops apply.", ""]
+        tried = [c for c in entry["causes"] if c["suspect"] and c.get("residual") is not None]
+        lines += [cause_sentence(c) for c in tried] + [""]
     lines += ["| stage | max abs diff | after the named rules | tolerance | worst tensor | rules |",
               "| --- | --- | --- | --- | --- | --- |"]
     for s in entry["stages"]:

@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from compare.check.pairfile import PairError, inspect_file
+from compare.check.diagnose import RULES
 from compare.check.verdict import compare_side, residual_at
 from compare.engines import ENGINES, REFERENCE, parse_engines
 from compare.parity import TOLERANCE
@@ -146,7 +147,7 @@ def validate(file: str, engines, dtype: str, iterations: int) -> List[str]:
 
 
 def diagnose(engine: str, dtype: str, file: str, work: str, iterations: int, timeout: float, child: Child,
-             result: dict, progress: Callable[[str], None]) -> List[dict]:
+             result: dict, progress: Callable[[str], None], only: Optional[Sequence[str]] = None) -> List[dict]:
     """Each cause with both sides' settings; each suspect re-run with it switched off. A cause
     is confirmed only where that run brings the first divergence within tolerance.
 
@@ -160,7 +161,7 @@ def diagnose(engine: str, dtype: str, file: str, work: str, iterations: int, tim
     while first is not None:
         found = None
         for entry in entries:
-            if not entry["suspect"] or entry["confirmed"]:
+            if not entry["suspect"] or entry["confirmed"] or (only is not None and entry["id"] not in only):
                 continue
             cause = switch_of[entry["id"]]
             progress(f"[{engine} {dtype}] switching off {cause['id']} ({cause['switch']})"
@@ -180,7 +181,8 @@ def diagnose(engine: str, dtype: str, file: str, work: str, iterations: int, tim
             residual = residual_at(again, first)
             entry.update({"residual": residual, "confirmed": bool(residual <= again["tolerance"]),
                           "switch": cause["switch"], "with": list(kept), "at": first,
-                          "verdict_after": again["verdict"], "first_divergence_after": again["first_divergence"]})
+                          "verdict_after": again["verdict"], "first_divergence_after": again["first_divergence"],
+                          "stages_after": again["stages"]})
             if entry["confirmed"] and found is None:
                 found = entry
         if found is None:
@@ -188,6 +190,25 @@ def diagnose(engine: str, dtype: str, file: str, work: str, iterations: int, tim
         kept.append(found["id"])
         first = found["first_divergence_after"]
     return entries
+
+
+def rule_suspected(child: Child) -> bool:
+    return any(c["suspect"] and c["id"] in RULES for c in child.facts.get("causes", []))
+
+
+def passes_under_rules(entry: dict) -> None:
+    """An engine whose confirmed causes are all framework rules, the last of whose runs is
+    within tolerance at every stage, passes under those rules: its first divergence without
+    them is kept as ``first_divergence_without_rules``, its stages become that run's."""
+    confirmed = [c for c in entry["causes"] if c["confirmed"]]
+    if not confirmed or any(c["id"] not in RULES for c in confirmed):
+        return
+    last = confirmed[-1]
+    if last["verdict_after"] != "PASS":
+        return
+    entry.update({"verdict": "PASS", "rules_applied": [c["id"] for c in confirmed],
+                  "first_divergence_without_rules": entry["first_divergence"], "first_divergence": None,
+                  "stages_without_rules": entry["stages"], "stages": last["stages_after"]})
 
 
 def check(file: str, engines=None, dtype: str = "float32", iterations: int = ITERATIONS, out: Optional[str] = None,
@@ -242,9 +263,11 @@ def check(file: str, engines=None, dtype: str = "float32", iterations: int = ITE
                           "tensors": result["records"]})
             if not reproduces:
                 entry["verdict"] = "ABSTAIN"
-            elif result["verdict"] == "FAIL" and diagnosis:
-                entry["causes"] = diagnose(engine, dtype, file, work, iterations, timeout, child, result, progress)
+            elif result["verdict"] == "FAIL" and (diagnosis or rule_suspected(child)):
+                entry["causes"] = diagnose(engine, dtype, file, work, iterations, timeout, child, result, progress,
+                                           only=None if diagnosis else RULES)
                 entry["explained"] = any(c["confirmed"] for c in entry["causes"])
+                passes_under_rules(entry)
             else:
                 entry["causes"] = [{"id": c["id"], "title": c["title"], "switch": c["switch"], "torch": c["torch"],
                                     "keras": c["keras"], "suspect": c["suspect"], "confirmed": False, "residual": None}

@@ -328,10 +328,37 @@ def test_mistaken_example_fails_where_its_mistake_is_with_its_cause_confirmed(en
 
     places = expected_places(name, keras)
     result = check_example(small(tmp_path, f"{name}.py", 8, 8), engine)
-    assert result.verdict == "FAIL", result.summary()
+    assert result.verdict == "FAIL" and result.exit_code == 1, result.summary()
     first = result.first_divergence(engine)
     if "layers" in places:
         assert (first["net"], first["layer"]) in places["layers"], first
     else:
         assert first["tensor"] in places["tensors"], first
     assert set(EXAMPLES[name]) <= set(result.confirmed(engine)), result.engines[engine]["causes"]
+
+
+def test_float32_constants_are_read_from_the_ops_and_given_to_torch(keras):
+    """The rule's reading: each LeakyReLU slope and BN weight as set on both sides and as the
+    Keras ops apply them (measured on fresh layers in float64); its switch gives PyTorch's
+    modules what Keras applies, and nothing else."""
+    from compare.check import diagnose
+
+    pair = faithful()
+    keras.backend.set_floatx("float64")
+    try:
+        seen = read(pair, keras, "float64")["float32-constants"]
+    finally:
+        keras.backend.set_floatx("float32")
+    assert [a["slope"] for a in seen["torch"]["D"]["leaky_relu"]] == [0.2] * 4
+    assert [a["momentum"] for a in seen["torch"]["G"]["bn"]] == [0.1] * 4
+    applied = [(a["slope"], a["applied"]) for net in "GD" for a in seen["keras"][net]["leaky_relu"]]
+    applied += [(a["weight"], a["applied"]) for net in "GD" for a in seen["keras"][net]["bn"]]
+    assert len(applied) == 4 + 7 and all(a in (v, float(np.float32(v))) for v, a in applied), applied
+    assert seen["suspect"] == any(a != v for v, a in applied)
+    G, D = diagnose.switch("float32-constants", pair, {**seen, "keras": {
+        "G": {"leaky_relu": [], "bn": [{"weight": 0.1, "applied": 0.25}] * 4},
+        "D": {"leaky_relu": [{"slope": 0.2, "applied": 0.5}] * 4, "bn": [{"weight": 0.1, "applied": 0.1}] * 3}}}).build_torch()
+    assert [m.negative_slope for m in D.modules() if isinstance(m, torch.nn.LeakyReLU)] == [0.5] * 4
+    assert [m.momentum for m in G.modules() if isinstance(m, torch.nn.BatchNorm2d)] == [0.25] * 4
+    assert [m.momentum for m in D.modules() if isinstance(m, torch.nn.BatchNorm2d)] == [0.1] * 3
+    assert not read(pair, keras, "float32")["float32-constants"]["suspect"]  # in float32 they are one number
