@@ -147,44 +147,47 @@ def validate(file: str, engines, dtype: str, iterations: int) -> List[str]:
 
 
 def diagnose(engine: str, dtype: str, file: str, work: str, iterations: int, timeout: float, child: Child,
-             result: dict, progress: Callable[[str], None], only: Optional[Sequence[str]] = None) -> List[dict]:
+             result: dict, progress: Callable[[str], None], only: Optional[Sequence[str]] = None,
+             jobs: Optional[int] = None) -> List[dict]:
     """Each cause with both sides' settings; each suspect re-run with it switched off. A cause
     is confirmed only where that run brings the first divergence within tolerance.
 
+    The suspects of a round run ``jobs`` at a time (each its reference, then its Keras side).
     Where a confirmed cause's run still fails, the suspects left are tried again with the
     confirmed causes kept off, at the divergence that run found first: two mistakes (BN's
     epsilon and its momentum) are each confirmed where each is the first difference."""
     entries = [{"id": c["id"], "title": c["title"], "switch": c["switch"], "torch": c["torch"], "keras": c["keras"],
                 "suspect": c["suspect"], "confirmed": False, "residual": None} for c in child.facts.get("causes", [])]
     switch_of = {c["id"]: c for c in child.facts.get("causes", [])}
-    first, kept, runs = result["first_divergence"], [], 0
+    first, kept = result["first_divergence"], []
+
+    def counterfactual(entry: dict, live) -> None:
+        cause = switch_of[entry["id"]]
+        progress(f"[{engine} {dtype}] switching off {cause['id']} ({cause['switch']})"
+                 + (f" with {', '.join(kept)} off" if kept else ""))
+        switches = [{"id": i, "torch": switch_of[i]["torch"], "keras": switch_of[i]["keras"]}
+                    for i in kept + [cause["id"]]]
+        folder = os.path.join(work, f"switch-{len(kept)}-{cause['id']}-{engine}")
+        ref = run_child(REFERENCE, dtype, file, os.path.join(folder, REFERENCE), iterations, timeout, progress, live,
+                        switches=switches)
+        other = run_child(engine, dtype, file, os.path.join(folder, engine), iterations, timeout, progress, live,
+                          ref=ref.folder, switches=switches) if ref.status == "ok" else ref
+        if other.status != "ok":
+            entry["not_run"] = other.reason or other.status
+            return
+        again = judge(ref, other, iterations)
+        residual = residual_at(again, first)
+        entry.update({"residual": residual, "confirmed": bool(residual <= again["tolerance"]),
+                      "switch": cause["switch"], "with": list(kept), "at": first,
+                      "verdict_after": again["verdict"], "first_divergence_after": again["first_divergence"],
+                      "stages_after": again["stages"]})
+
     while first is not None:
-        found = None
-        for entry in entries:
-            if not entry["suspect"] or entry["confirmed"] or (only is not None and entry["id"] not in only):
-                continue
-            cause = switch_of[entry["id"]]
-            progress(f"[{engine} {dtype}] switching off {cause['id']} ({cause['switch']})"
-                     + (f" with {', '.join(kept)} off" if kept else ""))
-            switches = [{"id": i, "torch": switch_of[i]["torch"], "keras": switch_of[i]["keras"]}
-                        for i in kept + [cause["id"]]]
-            folder = os.path.join(work, f"switch-{runs}-{engine}")
-            runs += 1
-            ref = run_child(REFERENCE, dtype, file, os.path.join(folder, REFERENCE), iterations, timeout, progress,
-                            switches=switches)
-            other = run_child(engine, dtype, file, os.path.join(folder, engine), iterations, timeout, progress,
-                              ref=ref.folder, switches=switches) if ref.status == "ok" else ref
-            if other.status != "ok":
-                entry["not_run"] = other.reason or other.status
-                continue
-            again = judge(ref, other, iterations)
-            residual = residual_at(again, first)
-            entry.update({"residual": residual, "confirmed": bool(residual <= again["tolerance"]),
-                          "switch": cause["switch"], "with": list(kept), "at": first,
-                          "verdict_after": again["verdict"], "first_divergence_after": again["first_divergence"],
-                          "stages_after": again["stages"]})
-            if entry["confirmed"] and found is None:
-                found = entry
+        suspects = [e for e in entries if e["suspect"] and not e["confirmed"] and (only is None or e["id"] in only)]
+        if not suspects:
+            break
+        in_parallel(suspects, jobs, counterfactual)
+        found = next((e for e in suspects if e["confirmed"]), None)  # the first in the causes' order
         if found is None:
             break
         kept.append(found["id"])
@@ -265,7 +268,7 @@ def check(file: str, engines=None, dtype: str = "float32", iterations: int = ITE
                 entry["verdict"] = "ABSTAIN"
             elif result["verdict"] == "FAIL" and (diagnosis or rule_suspected(child)):
                 entry["causes"] = diagnose(engine, dtype, file, work, iterations, timeout, child, result, progress,
-                                           only=None if diagnosis else RULES)
+                                           only=None if diagnosis else RULES, jobs=jobs)
                 entry["explained"] = any(c["confirmed"] for c in entry["causes"])
                 passes_under_rules(entry)
             else:
