@@ -104,8 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"the scenario whose code --report-floor edits (default {EDITED_SCENARIO})")
     parser.add_argument("--suite", action="store_true",
                         help="also time the package's tests: all of them and `--engines torch` (minutes)")
+    parser.add_argument("--check-floor", action="store_true",
+                        help="also time `compare check` on the toy pair for each Keras engine (10 iterations, no "
+                             "diagnosis) against importing torch plus that engine's framework, aiming at 3 times")
     parser.add_argument("--report-only", action="store_true",
-                        help="time no idiom: only what --report-floor and --suite ask for")
+                        help="time no idiom: only what --report-floor, --check-floor and --suite ask for")
     parser.add_argument("--matrix", metavar="DIR",
                         help="instead: run the `compare matrix` of DIR again (warm environments and result cache) "
                              "and print its time against running the report once per point")
@@ -418,6 +421,9 @@ def import_seconds(engine: str, dtype: str, live=None) -> Tuple[float, Optional[
     return time.monotonic() - began, status
 
 
+CHECK_AIM = 3.0  # compare check against importing its two frameworks
+
+
 def check_floor(engine: str, progress: Callable[[str], None], iterations: int = 10) -> dict:
     """Wall time of ``compare check`` on the toy pair for one Keras engine (no diagnosis: a faithful
     port has nothing to diagnose), against its floor: importing torch plus that engine's
@@ -605,6 +611,10 @@ def print_table(results: dict) -> None:
 
     for line in report_timings(results):
         print(line)
+    for c in results.get("check_floor") or []:
+        print(f"compare check, toy pair, {c['engine']}, {c['iterations']} iterations: {c['check_s']:.1f} s against a "
+              f"floor of {c['floor_s']:.1f} s (importing torch {c['torch_import_s']:.1f} s, {c['engine']} "
+              f"{c['engine_import_s']:.1f} s): {c['ratio']:.2f}x (aim: at most {CHECK_AIM:g}x); {c['verdict']}")
 
 
 def print_idioms(results: dict) -> None:
@@ -680,8 +690,8 @@ def parse_arguments(argv: List[str]) -> Tuple[argparse.Namespace, List[str], Lis
 
     if args.edit_scenario not in catalog():
         parser.error(f"--edit-scenario: unknown scenario {args.edit_scenario}; valid scenarios: {', '.join(catalog())}")
-    if args.report_only and not (args.report_floor or args.suite):
-        parser.error("--report-only needs --report-floor or --suite")
+    if args.report_only and not (args.report_floor or args.suite or args.check_floor):
+        parser.error("--report-only needs --report-floor, --check-floor or --suite")
     if args.matrix and not os.path.isfile(os.path.join(args.matrix, "matrix.json")):
         parser.error(f"--matrix {args.matrix}: no matrix.json there (a `compare matrix` folder)")
     if args.device == "cuda" and not gpu_present():
@@ -728,7 +738,7 @@ def main(argv: List[str]) -> int:
                "sizes": {s: SIZE_NOTES[s] for s in sizes},
                "model": {"blocks": {}, "block_meaning": BLOCKS, "direct_flops": {}, "note": ""},
                "memory_note": MEMORY_NOTES[args.device], "versions": {}, "rows": rows, "report_floor": None,
-               "suite": None}
+               "suite": None, "check_floor": None}
     options = ["--repeats", str(args.repeats), "--warmup", str(args.warmup)]
     started = time.monotonic()
     failed = False
@@ -765,6 +775,9 @@ def main(argv: List[str]) -> int:
                     rows.extend(build_rows(engine, size, timing, memory, results["model"]["blocks"].get(size)))
             if args.report_floor:
                 results["report_floor"] = report_floor(installed, progress, args.edit_scenario)
+            if args.check_floor:
+                results["check_floor"] = [check_floor(e, progress) for e in installed if e != REFERENCE]
+                failed |= any(c["verdict"] != "PASS" or c["import_failures"] for c in results["check_floor"])
             if args.suite:
                 results["suite"] = suite_times(progress)
         except KeyboardInterrupt:

@@ -55,10 +55,10 @@ def canonical_step(engine, gan, real, z, y_real, y_fake, step: bool):
     """The canonical iteration in the engine's own idiom (the parity runs' code): the three
     losses and D's and G's gradients, in trainable_weights order."""
     if engine.id == "keras-jax":
-        from compare.engines.keras_jax.engine import build_optimizers, state_of, stateless_step, variable_groups
+        from compare.engines.keras_jax.engine import build_optimizers, state_of, variable_groups
 
         build_optimizers(gan)
-        state, losses, d_grads, g_grads = stateless_step(gan, state_of(gan), real, z, y_real, y_fake, step=step)
+        state, losses, d_grads, g_grads = jitted_step(gan, step)(state_of(gan), real, z, y_real, y_fake)
         for group, values in zip(variable_groups(gan), state):
             for variable, value in zip(group, values):
                 variable.assign(value)
@@ -72,6 +72,25 @@ def canonical_step(engine, gan, real, z, y_real, y_fake, step: bool):
 
     *losses, d_grads, g_grads = tape_step(gan, real, z, y_real, y_fake, step=step)
     return losses, d_grads, g_grads
+
+
+JITTED = {}  # (G, D, step) -> the compiled iteration
+
+
+def jitted_step(gan, step: bool):
+    """keras-jax's canonical iteration compiled with jax.jit, as JAX users run it: once per
+    (G, D, step) in the process. Every reset builds the same optimizers afresh, and the
+    iteration is a pure function of the state passed in (optimizer variables included), so
+    the program traced with the first reset's optimizers is the one every reset runs."""
+    key = (id(gan.G), id(gan.D), step)
+    if key not in JITTED:
+        import jax
+
+        from compare.engines.keras_jax.engine import stateless_step
+
+        JITTED[key] = jax.jit(lambda state, real, z, y_real, y_fake: stateless_step(
+            gan, state, real, z, y_real, y_fake, step=step))
+    return JITTED[key]
 
 
 def slot_index(optimizer, variable) -> Optional[int]:

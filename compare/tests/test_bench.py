@@ -258,7 +258,7 @@ def test_report_figures_stand_beside_the_floor_the_ratio_and_the_aim():
         report.check_bench(data)
 
 
-@pytest.mark.parametrize("args,message", [(["--report-only"], "--report-only needs --report-floor or --suite"),
+@pytest.mark.parametrize("args,message", [(["--report-only"], "--report-only needs --report-floor, --check-floor or --suite"),
                                           (["--report-floor", "--edit-scenario", "scope.nope"],
                                            "unknown scenario scope.nope")])
 def test_report_options_are_checked_before_anything_runs(args, message):
