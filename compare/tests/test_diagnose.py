@@ -79,6 +79,15 @@ def read(source, keras, dtype="float32"):
     return diagnose.read_all(torch_readings, keras_pair, keras, pair, dtype)
 
 
+def read_in_float64(source, keras):
+    """``read`` with Keras's floatx float64 meanwhile (the readings of a float64 check)."""
+    keras.backend.set_floatx("float64")
+    try:
+        return read(source, keras, "float64")
+    finally:
+        keras.backend.set_floatx("float32")
+
+
 @functools.lru_cache(maxsize=None)
 def readings_of(name, keras):
     """An example's readings, once per session (they are data)."""
@@ -289,11 +298,7 @@ def test_flatten_order_is_read_from_the_keras_graph(keras):
 def test_float64_reading_measures_the_computed_precision(keras):
     """Keras 3 on the PyTorch backend keeps float64 variables but normalises in float32."""
     pair = faithful()
-    keras.backend.set_floatx("float64")
-    try:
-        seen = read(pair, keras, "float64")["float64-not-computed"]
-    finally:
-        keras.backend.set_floatx("float32")
+    seen = read_in_float64(pair, keras)["float64-not-computed"]
     promotes = keras.backend.result_type("float64", "float32") == "float32"
     assert seen["keras"]["BN computes on the float32 grid"] == promotes
     assert seen["suspect"] == promotes
@@ -344,11 +349,7 @@ def test_float32_constants_are_read_from_the_ops_and_given_to_torch(keras):
     from compare.check import diagnose
 
     pair = faithful()
-    keras.backend.set_floatx("float64")
-    try:
-        seen = read(pair, keras, "float64")["float32-constants"]
-    finally:
-        keras.backend.set_floatx("float32")
+    seen = read_in_float64(pair, keras)["float32-constants"]
     assert [a["slope"] for a in seen["torch"]["D"]["leaky_relu"]] == [0.2] * 4
     assert [a["momentum"] for a in seen["torch"]["G"]["bn"]] == [0.1] * 4
     applied = [(a["slope"], a["applied"]) for net in "GD" for a in seen["keras"][net]["leaky_relu"]]
