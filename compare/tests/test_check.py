@@ -228,12 +228,13 @@ def test_toy_pair_passes(engine, request):
 
 
 @have_examples
-def test_the_pages_are_written(tmp_path):
-    """check.json, check.md and check.html from one real check (keras-torch, one iteration)."""
-    result = check_example(os.path.join(EXAMPLES, "toy.py"), "keras-torch", iterations=1, out=str(tmp_path))
+@pytest.mark.parametrize("engine", ["keras-torch"])
+def test_the_pages_are_written(tmp_path, engine):
+    """check.json, check.md and check.html from one real check (one engine, one iteration)."""
+    result = check_example(os.path.join(EXAMPLES, "toy.py"), engine, iterations=1, out=str(tmp_path))
     with open(tmp_path / "check.json") as f:
         data = json.load(f)
-    assert data["verdict"] == result.verdict == "PASS" and data["engines"]["keras-torch"]["first_divergence"] is None
+    assert data["verdict"] == result.verdict == "PASS" and data["engines"][engine]["first_divergence"] is None
     assert "Verdict: **PASS**" in (tmp_path / "check.md").read_text()
     assert "<table>" in (tmp_path / "check.html").read_text()
 
@@ -286,7 +287,8 @@ def test_faithful_dcgan64_in_float64(engine, request):
 
 @have_examples
 @pytest.mark.slow
-def test_the_pytest_fixture_passes_a_faithful_pair_and_fails_a_mistaken_one(tmp_path):
+@pytest.mark.parametrize("engine", ["keras-torch"])
+def test_the_pytest_fixture_passes_a_faithful_pair_and_fails_a_mistaken_one(tmp_path, engine):
     if ENGINES["keras-torch"].missing():
         pytest.skip(f"keras-torch: {ENGINES['keras-torch'].install}")
     (tmp_path / "test_ours.py").write_text(

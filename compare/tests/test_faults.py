@@ -146,8 +146,11 @@ def test_interrupted_run_keeps_previous_report_and_leaves_nothing_behind(tmp_pat
     for name, text in old.items():
         (out / name).write_text(text)
     env = environment(tmp_path, fault=f"{HEALTHY}=hang")
+    # started as from a terminal: a shell that starts pytest in the background leaves SIGINT
+    # ignored, and Python keeps an inherited SIG_IGN (Ctrl-C is then rightly not seen)
     proc = subprocess.Popen([sys.executable, "-m", "compare", "report", "--out", str(out), "--engines",
-                             HEALTHY, "--dtype", "float32"], stderr=subprocess.PIPE, text=True, env=env, cwd=PACKAGE_PARENT)
+                             HEALTHY, "--dtype", "float32"], stderr=subprocess.PIPE, text=True, env=env, cwd=PACKAGE_PARENT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not engine_processes(env["COMPARE_TEST_TOKEN"]) and time.monotonic() < deadline:
         time.sleep(0.1)
