@@ -501,11 +501,11 @@ def switch_flatten(source, seen):
     LAYOUTS wrote as a plain transpose is ported by the rule (its rows in Keras's H, W, C
     order); a Permute that moved channels first becomes the identity, a channels-first
     Flatten a channels-last one."""
-    layouts = {net: {path: layout for path, layout in (getattr(source, "LAYOUTS", None) or {}).get(net, {}).items()
-                     if not any(a["layer"] == path and a["ported_as"] != b["order"] for a, b in pairs(seen, net))}
-               for net in ("G", "D")}
-    if layouts != {net: dict((getattr(source, "LAYOUTS", None) or {}).get(net, {})) for net in ("G", "D")}:
-        return surgery.derive(source, LAYOUTS=layouts)
+    given = getattr(source, "LAYOUTS", None) or {}
+    mismatched = {(net, a["layer"]) for net in NETS for a, b in pairs(seen, net) if a["ported_as"] != b["order"]}
+    if any((net, path) in mismatched for net in NETS for path in given.get(net, {})):
+        return surgery.derive(source, LAYOUTS={net: {path: layout for path, layout in given.get(net, {}).items()
+                                                     if (net, path) not in mismatched} for net in NETS})
 
     def changes(net):
         wanted = {}
@@ -717,10 +717,11 @@ def keras_constants(pair, keras, context: Context) -> Reading:
         out[net] = {"leaky_relu": [], "bn": []}
         for l in relus:
             slope = float(l.config.get("negative_slope", l.config.get("alpha")))
-            out[net]["leaky_relu"].append({"layer": l.path, "slope": slope, "applied": applied_slope(slope)})
+            out[net]["leaky_relu"].append({"layer": l.path, "slope": slope, "set": slope,
+                                           "applied": applied_slope(slope)})
         for l in bns:
             momentum = float(l.config["momentum"])
-            out[net]["bn"].append({"layer": l.path, "momentum": momentum, "weight": 1 - momentum,
+            out[net]["bn"].append({"layer": l.path, "momentum": momentum, "set": 1 - momentum,
                                    "applied": applied_weight(momentum)})
     return out
 
@@ -730,9 +731,12 @@ def rounded_constants(t: Reading, k: Reading, context: Context) -> bool:
     rounded to float32: visible only in float64 (in float32 the two are the same number)."""
     if context.dtype != "float64":
         return False
-    seen = [(a["slope"], a["applied"]) for net in NETS for a in k.get(net, {}).get("leaky_relu", [])]
-    seen += [(a["weight"], a["applied"]) for net in NETS for a in k.get(net, {}).get("bn", [])]
-    return any(applied != value and applied == float(np.float32(value)) for value, applied in seen)
+    return any(applied != value and applied == float(np.float32(value)) for value, applied in applied_constants(k))
+
+
+def applied_constants(k: Reading) -> List[Tuple[float, float]]:
+    """(set, applied) for every constant of a Keras reading of ``keras_constants``."""
+    return [(a["set"], a["applied"]) for net in NETS for kind in ("leaky_relu", "bn") for a in k.get(net, {}).get(kind, [])]
 
 
 def switch_constants(source, seen):
@@ -740,9 +744,9 @@ def switch_constants(source, seen):
     BatchNorm's momentum, paired in order."""
     def torch_edit(net, module):
         layers = dict(module.named_modules())
-        for kind, attr, key in (("leaky_relu", "negative_slope", "slope"), ("bn", "momentum", "momentum")):
+        for kind, attr in (("leaky_relu", "negative_slope"), ("bn", "momentum")):
             for a, b in zip(seen["torch"].get(net, {}).get(kind, []), seen["keras"].get(net, {}).get(kind, [])):
-                if b["applied"] != (b["slope"] if kind == "leaky_relu" else b["weight"]):
+                if b["applied"] != b["set"]:
                     setattr(layers[a["layer"]], attr, b["applied"])
     return surgery.derive(source, build_torch=surgery.torch_builder(source, torch_edit))
 

@@ -166,26 +166,24 @@ def from_module(path: str, module) -> Pair:
     dtype = getattr(module, "DTYPE", None)
     if dtype is not None and dtype not in DTYPES:
         raise PairError(f"{path}: DTYPE must be one of {', '.join(map(repr, DTYPES))}, not {dtype!r}")
-    overrides = getattr(module, "OVERRIDES", None) or {}
-    if not (isinstance(overrides, dict) and set(overrides) <= {"G", "D"} and all(
-            isinstance(v, dict) and all(isinstance(a, str) and isinstance(b, str) for a, b in v.items())
-            for v in overrides.values())):
-        raise PairError(f"{path}: OVERRIDES must be {{'G': {{torch name: keras layer}}, 'D': {{...}}}}, "
-                        f"not {overrides!r}")
-    layouts = getattr(module, "LAYOUTS", None) or {}
-    if not (isinstance(layouts, dict) and set(layouts) <= {"G", "D"} and all(
-            isinstance(v, dict) and all(isinstance(a, str) and b in LAYOUTS for a, b in v.items())
-            for v in layouts.values())):
-        raise PairError(f"{path}: LAYOUTS must be {{'G': {{torch Linear path: 'rules' or 'transpose'}}, "
-                        f"'D': {{...}}}}, not {layouts!r}")
+    def per_net(name: str, valid: Callable[[object], bool], form: str) -> Dict[str, Dict[str, str]]:
+        """``name``'s {"G": {torch path: value}, "D": {...}}, each value ``valid``; else a PairError."""
+        value = getattr(module, name, None) or {}
+        if not (isinstance(value, dict) and set(value) <= {"G", "D"} and all(
+                isinstance(v, dict) and all(isinstance(a, str) and valid(b) for a, b in v.items())
+                for v in value.values())):
+            raise PairError(f"{path}: {name} must be {{'G': {{{form}}}, 'D': {{...}}}}, not {value!r}")
+        return {net: dict(v) for net, v in value.items()}
+
+    overrides = per_net("OVERRIDES", lambda b: isinstance(b, str), "torch name: keras layer")
+    layouts = per_net("LAYOUTS", lambda b: b in LAYOUTS, "torch Linear path: 'rules' or 'transpose'")
     return Pair(
         path=os.path.abspath(path), build_torch=functions["build_torch"], build_keras=functions["build_keras"],
         latent_shape=shape_value(path, "LATENT_SHAPE", module.LATENT_SHAPE),
         image_shape=shape_value(path, "IMAGE_SHAPE", module.IMAGE_SHAPE), batch=batch,
         optimizer=per_framework(path, "OPTIMIZER", getattr(module, "OPTIMIZER", None), adam),
         d_output=per_framework(path, "D_OUTPUT", getattr(module, "D_OUTPUT", None), output), dtype=dtype,
-        overrides={net: dict(v) for net, v in overrides.items()},
-        layouts={net: dict(v) for net, v in layouts.items()},
+        overrides=overrides, layouts=layouts,
         train_step_torch=functions.get("train_step_torch"), train_step_keras=functions.get("train_step_keras"))
 
 

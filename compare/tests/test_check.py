@@ -275,8 +275,9 @@ def test_faithful_dcgan64_in_float64(engine, request):
     assert applied in ([], ["float32-constants"])
     if applied:  # the rule's op-level facts: what the ops applied is the constant rounded to float32
         (cause,) = [c for c in entry["causes"] if c["id"] == "float32-constants"]
-        seen = [(a["slope"], a["applied"]) for net in "GD" for a in cause["keras"][net]["leaky_relu"]]
-        seen += [(a["weight"], a["applied"]) for net in "GD" for a in cause["keras"][net]["bn"]]
+        from compare.check.diagnose import applied_constants
+
+        seen = applied_constants(cause["keras"])
         assert all(applied in (value, float(np.float32(value))) for value, applied in seen), seen
         assert any(applied != value for value, applied in seen), seen
         assert cause["confirmed"] and cause["residual"] <= TOLERANCE["float64"]

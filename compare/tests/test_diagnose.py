@@ -352,13 +352,12 @@ def test_float32_constants_are_read_from_the_ops_and_given_to_torch(keras):
     seen = read_in_float64(pair, keras)["float32-constants"]
     assert [a["slope"] for a in seen["torch"]["D"]["leaky_relu"]] == [0.2] * 4
     assert [a["momentum"] for a in seen["torch"]["G"]["bn"]] == [0.1] * 4
-    applied = [(a["slope"], a["applied"]) for net in "GD" for a in seen["keras"][net]["leaky_relu"]]
-    applied += [(a["weight"], a["applied"]) for net in "GD" for a in seen["keras"][net]["bn"]]
+    applied = diagnose.applied_constants(seen["keras"])
     assert len(applied) == 4 + 7 and all(a in (v, float(np.float32(v))) for v, a in applied), applied
     assert seen["suspect"] == any(a != v for v, a in applied)
     G, D = diagnose.switch("float32-constants", pair, {**seen, "keras": {
-        "G": {"leaky_relu": [], "bn": [{"weight": 0.1, "applied": 0.25}] * 4},
-        "D": {"leaky_relu": [{"slope": 0.2, "applied": 0.5}] * 4, "bn": [{"weight": 0.1, "applied": 0.1}] * 3}}}).build_torch()
+        "G": {"leaky_relu": [], "bn": [{"set": 0.1, "applied": 0.25}] * 4},
+        "D": {"leaky_relu": [{"set": 0.2, "applied": 0.5}] * 4, "bn": [{"set": 0.1, "applied": 0.1}] * 3}}}).build_torch()
     assert [m.negative_slope for m in D.modules() if isinstance(m, torch.nn.LeakyReLU)] == [0.5] * 4
     assert [m.momentum for m in G.modules() if isinstance(m, torch.nn.BatchNorm2d)] == [0.25] * 4
     assert [m.momentum for m in D.modules() if isinstance(m, torch.nn.BatchNorm2d)] == [0.1] * 3
