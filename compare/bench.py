@@ -427,7 +427,8 @@ CHECK_AIM = 3.0  # compare check against importing its two frameworks
 def check_floor(engine: str, progress: Callable[[str], None], iterations: int = 10) -> dict:
     """Wall time of ``compare check`` on the toy pair for one Keras engine (no diagnosis: a faithful
     port has nothing to diagnose), against its floor: importing torch plus that engine's
-    framework, in processes of their own, one after the other as the check runs them."""
+    framework, in processes of their own, one after the other (the check starts the two
+    together, so it can take less than its floor)."""
     from compare.check.run import check
     from compare.models.toy import nets
 

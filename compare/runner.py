@@ -305,13 +305,15 @@ def run_engines(engines: List[str], dtypes: List[str], workdir: str, jobs: Optio
     return {key: runs[key] for key in sorted(runs, key=lambda k: (list(ENGINES).index(k[0]), k[1]))}
 
 
-def in_parallel(items: List, jobs: Optional[int], work: Callable[[Any, Live], None]) -> None:
+def in_parallel(items: List, jobs: Optional[int], work: Callable[[Any, Live], None],
+                live: Optional[Live] = None) -> None:
     """``work(item, live)`` for every item, in order, ``jobs`` at a time (default: one per CPU
     core). ``work`` starts its processes through ``run_process(..., live)``; interrupted, no
-    process starts any more and every live one is killed."""
+    process starts any more and every live one is killed. A pool inside another's work passes
+    the outer ``live``, so that stopping the outer pool stops its processes too."""
     queue = list(items)
     lock = threading.Lock()
-    live = Live()
+    live = live if live is not None else Live()
 
     def worker() -> None:
         while True:

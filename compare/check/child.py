@@ -1,8 +1,9 @@
 """Entry point of a check's engine process:
-``python -m compare.check.child ENGINE DTYPE FILE OUT_DIR --iterations N [--ref DIR] [--switch ID,ID]``.
+``python -m compare.check.child ENGINE DTYPE FILE OUT_DIR --iterations N [--ref DIR] [--switch FILE]``.
 
 The torch process (the reference) writes the specs, the starting weights and its arrays;
-a Keras process reads the first two from ``--ref``. Each writes ``facts.json`` and
+a Keras process builds its pair while the reference runs, then reads the first two from
+``--ref`` (or exits 4 when the reference gives none). Each writes ``facts.json`` and
 ``arrays.npz`` complete or not at all. A FILE.py that is not a usable pair exits 2 with
 its one-line reason in ``error.json``.
 """
@@ -22,6 +23,23 @@ import numpy as np
 from compare.child import end_with_parent, write
 
 USAGE = 2
+NOT_RUN = 4  # the reference gave no result to compare with
+ABANDONED = "abandoned"  # left in the reference's folder by the parent: its result will not come
+
+
+def reference_ready(folder: str, progress) -> bool:
+    """Wait until the reference's result is complete (its facts.json is written last), or
+    its process is over without one (the parent leaves ``abandoned`` in its folder)."""
+    said = False
+    while not os.path.exists(os.path.join(folder, "facts.json")):
+        if os.path.exists(os.path.join(folder, ABANDONED)):
+            progress("the reference gave no result")
+            return False
+        if not said:
+            progress("waiting for the reference")
+            said = True
+        time.sleep(0.02)
+    return True
 
 
 def reproduction(first: dict, second: dict) -> dict:
@@ -63,6 +81,11 @@ def main(argv) -> int:
     progress("importing framework")
     engine = importlib.import_module(ENGINES[args.engine].module).ENGINE
     imported = time.monotonic() - started
+    if args.engine != REFERENCE:
+        from compare.check.keras_side import quick_draws, tensorflow_only_when_loaded
+
+        tensorflow_only_when_loaded()
+        quick_draws(engine)
     try:
         source = load(args.file)
         switches = []
@@ -87,12 +110,15 @@ def main(argv) -> int:
         else:
             from compare.check.keras_side import KerasSide
 
+            side = KerasSide(engine, pair, dtype, args.iterations)
+            own = side.own_facts()  # what needs no reference, read while it runs
+            if not reference_ready(args.ref, progress):
+                return NOT_RUN
             with open(os.path.join(args.ref, "facts.json")) as f:
                 ref_facts = json.load(f)
-            weights = dict(np.load(os.path.join(args.ref, "weights.npz")))
-            side = KerasSide(engine, pair, dtype, args.iterations, ref_facts, weights)
+            side.attach(ref_facts, dict(np.load(os.path.join(args.ref, "weights.npz"))))
             arrays = side.run(progress)
-            facts = {**side.facts(),
+            facts = {**own, **side.facts(),
                      "causes": causes.keras_readings(pair, (side.G, side.D), side.keras, dtype, ref_facts["causes"])}
     except PairError as exc:
         write(args.out_dir, "error.json", {"error": str(exc)})

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -48,11 +49,12 @@ class Context:
     optimizer: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)
     d_output: Dict[str, Optional[str]] = dataclasses.field(default_factory=dict)
     layouts: Dict[str, Dict[str, str]] = dataclasses.field(default_factory=dict)  # the pair's LAYOUTS
+    batch: int = 4  # the check's: a reading that runs the nets reuses what the stages compiled
 
     @classmethod
     def of(cls, pair, dtype: str = "float32") -> "Context":
         return cls(tuple(pair.latent_shape), tuple(pair.image_shape), dtype, dict(pair.optimizer), dict(pair.d_output),
-                   {net: dict(v) for net, v in pair.layouts.items()})
+                   {net: dict(v) for net, v in pair.layouts.items()}, pair.batch)
 
     def input_shape(self, net: str) -> Tuple[int, ...]:
         return self.latent_shape if net == "G" else self.image_shape
@@ -642,7 +644,7 @@ def torch_dtypes(pair, context: Context) -> Reading:
 def keras_dtypes(pair, keras, context: Context) -> Reading:
     G, D = pair
     rng = np.random.default_rng(3)
-    z = rng.standard_normal((4, *channels_last(context.latent_shape))).astype(context.dtype)
+    z = rng.standard_normal((context.batch, *channels_last(context.latent_shape))).astype(context.dtype)
     fake = G(z, training=True)
     out = D(fake, training=True)
     x = probe_batch(3, 2)
@@ -710,6 +712,7 @@ def keras_constants(pair, keras, context: Context) -> Reading:
         bn(one, training=True)
         return float(np.asarray(numpy(bn.moving_mean), dtype=np.float64)[0])
 
+    applied_slope, applied_weight = functools.lru_cache()(applied_slope), functools.lru_cache()(applied_weight)
     out = {}
     for net, layers in keras_layers(pair).items():
         relus = [l for l in layers if l.type == "LeakyReLU"]

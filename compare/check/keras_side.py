@@ -3,6 +3,7 @@ the user's Keras pair, loaded with the reference's weights through the port, thr
 
 from __future__ import annotations
 
+import sys
 from types import SimpleNamespace
 from typing import Callable, Dict, List, Optional
 
@@ -16,6 +17,41 @@ from compare.program import bn_estimator_probe
 
 Arrays = Dict[str, np.ndarray]
 PASS_THROUGH = ("Flatten", "Reshape", "Permute", "Dropout", "InputLayer", "Activation")
+
+
+def tensorflow_only_when_loaded() -> None:
+    """Keras 3 asks, each time it serialises a configuration, whether TensorFlow can be imported,
+    and imports it to answer (about 5 s, on keras-jax and keras-torch, where nothing else
+    loads it), only to test values against TensorFlow's types: no value can be of one while
+    TensorFlow is not loaded. Here it counts as available once something has loaded it."""
+    try:
+        from keras.src.utils import module_utils
+    except ImportError:  # Keras 2, or a Keras 3 laid out otherwise: nothing to spare
+        return
+    lazy = getattr(module_utils, "tensorflow", None)
+    if type(lazy) is not getattr(module_utils, "LazyModule", None):
+        return
+
+    class WhenLoaded(module_utils.LazyModule):
+        @property
+        def available(self):
+            return "tensorflow" in sys.modules and super().available
+
+    lazy.__class__ = WhenLoaded
+
+
+def quick_draws(engine) -> None:
+    """JAX's default threefry, the partitionable one, takes 1.5 to 2.5 s on the CPU to compile
+    one draw of a 4-D kernel's shape, 0.2 s in its other form, and Keras compiles one per
+    kernel shape as it builds the pair. The port then overwrites every tensor it reaches
+    with the reference's values, so the check's keras-jax process draws in the quicker form:
+    a Keras draw reaches a compared tensor only where the port leaves a tensor at its initial
+    value (itself a cause the check names) or through a random layer, whose draws cannot be
+    PyTorch's either."""
+    if engine.id == "keras-jax":
+        import jax
+
+        jax.config.update("jax_threefry_partitionable", False)
 
 
 def plain_config(layer) -> dict:
@@ -58,7 +94,7 @@ def canonical_step(engine, gan, real, z, y_real, y_fake, step: bool):
         from compare.engines.keras_jax.engine import build_optimizers, state_of, variable_groups
 
         build_optimizers(gan)
-        state, losses, d_grads, g_grads = jitted_step(gan, step)(state_of(gan), real, z, y_real, y_fake)
+        state, losses, d_grads, g_grads = jitted_step(gan)(state_of(gan), real, z, y_real, y_fake, np.bool_(step))
         for group, values in zip(variable_groups(gan), state):
             for variable, value in zip(group, values):
                 variable.assign(value)
@@ -74,21 +110,23 @@ def canonical_step(engine, gan, real, z, y_real, y_fake, step: bool):
     return losses, d_grads, g_grads
 
 
-JITTED = {}  # (G, D, step) -> the compiled iteration
+JITTED = {}  # (G, D) -> the compiled iteration
 
 
-def jitted_step(gan, step: bool):
+def jitted_step(gan):
     """keras-jax's canonical iteration compiled with jax.jit, as JAX users run it: once per
-    (G, D, step) in the process. Every reset builds the same optimizers afresh, and the
-    iteration is a pure function of the state passed in (optimizer variables included), so
-    the program traced with the first reset's optimizers is the one every reset runs."""
-    key = (id(gan.G), id(gan.D), step)
+    (G, D) in the process, with whether to step as an argument (one program, compiled once,
+    for the gradients stage and the iterations). Every reset builds the same optimizers
+    afresh, and the iteration is a pure function of the state passed in (optimizer variables
+    included), so the program traced with the first reset's optimizers is the one every
+    reset runs."""
+    key = (id(gan.G), id(gan.D))
     if key not in JITTED:
         import jax
 
         from compare.engines.keras_jax.engine import stateless_step
 
-        JITTED[key] = jax.jit(lambda state, real, z, y_real, y_fake: stateless_step(
+        JITTED[key] = jax.jit(lambda state, real, z, y_real, y_fake, step: stateless_step(
             gan, state, real, z, y_real, y_fake, step=step))
     return JITTED[key]
 
@@ -102,32 +140,40 @@ def slot_index(optimizer, variable) -> Optional[int]:
 
 
 class KerasSide:
-    def __init__(self, engine, pair: Pair, dtype: str, iterations: int, ref_facts: dict, weights: Arrays):
+    """Built in two steps: the user's pair first (while the reference runs), then ``attach``
+    with the reference's tensor specs and starting weights."""
+
+    def __init__(self, engine, pair: Pair, dtype: str, iterations: int):
         self.engine, self.keras, self.pair, self.iterations = engine, engine.keras, pair, iterations
         self.dtype = dtype
+        what = pair.build_keras(self.keras)
+        self.G, self.D = built_pair(pair.path, what, "keras")
+        for net in ("G", "D"):
+            model = self.model(net)
+            if not hasattr(model, "layers") or not callable(model):
+                raise PairError(f"{pair.path}: build_keras(keras) must return Keras models; {net} is a "
+                                f"{type(model).__name__}")
+        self.loss_kind = pair.d_output["keras"] or ("probabilities" if ends_in_sigmoid(self.D) else "logits")
+        self.batches = make_batches(pair.latent_shape, pair.image_shape, pair.batch, iterations)
+
+    def attach(self, ref_facts: dict, weights: Arrays) -> None:
+        """Pair each reference tensor with its Keras variable, and keep the weights to load."""
+        pair = self.pair
         try:
             self.specs = {net: port.with_layouts([port.TensorSpec.from_json(s) for s in v], pair.layouts.get(net))
                           for net, v in ref_facts["specs"].items()}
         except port.PortError as exc:
             raise PairError(f"{pair.path}: {exc}")
         self.weights = weights
-        what = pair.build_keras(self.keras)
-        self.G, self.D = built_pair(pair.path, what, "keras")
         self.assignment = {}
         for net in ("G", "D"):
-            model = self.model(net)
-            if not hasattr(model, "layers") or not callable(model):
-                raise PairError(f"{pair.path}: build_keras(keras) must return Keras models; {net} is a "
-                                f"{type(model).__name__}")
             try:
-                self.assignment[net] = port.keras_assignment(self.specs[net], model, pair.overrides.get(net))
+                self.assignment[net] = port.keras_assignment(self.specs[net], self.model(net), pair.overrides.get(net))
             except port.PortError as exc:
                 raise PairError(f"{pair.path}: {exc}")
         self.keras_layer_of = {f"{s.net}.{s.layer}": self.assignment[s.net][s.name][0]
                                for net in ("G", "D") for s in self.specs[net]}
         self.types = {f"{s.net}.{s.layer}": s.layer_type for net in ("G", "D") for s in self.specs[net]}
-        self.loss_kind = pair.d_output["keras"] or ("probabilities" if ends_in_sigmoid(self.D) else "logits")
-        self.batches = make_batches(pair.latent_shape, pair.image_shape, pair.batch, iterations)
         self.probes = {net: self.probe_model(net) for net in ("G", "D")}
 
     def model(self, net: str):
@@ -244,16 +290,14 @@ class KerasSide:
         bn(self.engine.tensor(x), training=True)
         return estimator(np.array(bn.moving_variance.numpy(), dtype=np.float64), x.astype(self.dtype))
 
-    def facts(self) -> dict:
-        """The pairing, each layer's configuration, the loss, the optimizer, and the dtypes and
-        precision facts the float64 rule reads (measured here, never assumed)."""
+    def own_facts(self) -> dict:
+        """Each layer's configuration, the loss, the optimizer, and the dtypes and precision
+        facts the float64 rule reads (measured here, never assumed): nothing of the reference's."""
         e = self.engine
         z = e.tensor(channels_last(self.batches[0]["z"]))
         return {
-            "keras_layers": self.keras_layer_of,
             "layers": {net: [{"name": layer.name, "type": type(layer).__name__, "config": plain_config(layer)}
                              for layer in all_layers(self.model(net))] for net in ("G", "D")},
-            "layer_outputs": {net: bool(self.probes[net][1] is not None) for net in ("G", "D")},
             "loss": self.loss_kind,
             "optimizer": self.pair.optimizer["keras"],
             "bn_estimator": bn_estimator_probe(e),
@@ -262,3 +306,8 @@ class KerasSide:
             "dtypes": {"variables": sorted({str(v.dtype) for n in "GD" for v in self.model(n).weights}),
                        "G output": str(self.G(z, training=False).dtype)},
         }
+
+    def facts(self) -> dict:
+        """The pairing, and which nets' layer outputs could be read."""
+        return {"keras_layers": self.keras_layer_of,
+                "layer_outputs": {net: bool(self.probes[net][1] is not None) for net in ("G", "D")}}

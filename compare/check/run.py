@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from compare.check.child import ABANDONED
 from compare.check.pairfile import PairError, inspect_file
 from compare.check.diagnose import RULES
 from compare.check.verdict import compare_side, residual_at
@@ -48,11 +49,14 @@ class Child:
 def run_child(engine: str, dtype: str, file: str, folder: str, iterations: int, timeout: float,
               progress: Callable[[str], None], live=None, ref: Optional[str] = None,
               switches: Optional[List[dict]] = None) -> Child:
+    """One engine process; a Keras one (``ref`` given) may start before the reference ends:
+    it waits for the reference's result, so its limit is the reference's and its own."""
     os.makedirs(folder, exist_ok=True)
     command = [sys.executable, "-m", "compare.check.child", engine, dtype, os.path.abspath(file), folder,
                "--iterations", str(iterations)]
     if ref:
         command += ["--ref", ref]
+        timeout *= 2
     if switches:
         with open(os.path.join(folder, "switch.json"), "w") as f:
             json.dump(switches, f)
@@ -73,6 +77,40 @@ def run_child(engine: str, dtype: str, file: str, folder: str, iterations: int, 
         return Child(engine, "failed", f"{reason}: {last.strip()}" if last else reason, folder, seconds=seconds)
     with open(facts_path) as f:
         return Child(engine, "ok", folder=folder, facts=json.load(f), seconds=seconds)
+
+
+def with_reference(engines: Sequence[str], dtype: str, file: str, folder: str, iterations: int, timeout: float,
+                   progress: Callable[[str], None], live=None, switches: Optional[List[dict]] = None,
+                   jobs: Optional[int] = None):
+    """The reference and the Keras engines' processes (``jobs`` at a time beside it), started
+    together: a Keras process imports its framework and builds its pair while the reference
+    runs, then waits for the reference's result, or ends when told none will come. Returns the
+    reference's Child and, where it gave a result, each engine's."""
+    ref_folder = os.path.join(folder, REFERENCE)
+    os.makedirs(ref_folder, exist_ok=True)
+    done: Dict[str, Child] = {}
+
+    def work(engine: str, live) -> None:
+        if engine == REFERENCE:
+            try:
+                done[engine] = run_child(REFERENCE, dtype, file, ref_folder, iterations, timeout, progress, live,
+                                         switches=switches)
+            finally:
+                if done.get(engine) is None or done[engine].status != "ok":
+                    open(os.path.join(ref_folder, ABANDONED), "w").close()
+            return
+        spec = ENGINES[engine]
+        if spec.missing():
+            done[engine] = Child(engine, "unavailable", f"not installed; install with: {spec.install}")
+            return
+        if not switches:
+            progress(f"[{engine} {dtype}] starting")
+        done[engine] = run_child(engine, dtype, file, os.path.join(folder, engine), iterations, timeout, progress,
+                                 live, ref=ref_folder, switches=switches)
+
+    in_parallel([REFERENCE, *engines], (jobs or os.cpu_count() or 1) + 1, work, live)
+    ref = done[REFERENCE]
+    return ref, ({e: done[e] for e in engines if e in done} if ref.status == "ok" else {})
 
 
 def weights_of(ref: Child):
@@ -168,10 +206,8 @@ def diagnose(engine: str, dtype: str, file: str, work: str, iterations: int, tim
         switches = [{"id": i, "torch": switch_of[i]["torch"], "keras": switch_of[i]["keras"]}
                     for i in kept + [cause["id"]]]
         folder = os.path.join(work, f"switch-{len(kept)}-{cause['id']}-{engine}")
-        ref = run_child(REFERENCE, dtype, file, os.path.join(folder, REFERENCE), iterations, timeout, progress, live,
-                        switches=switches)
-        other = run_child(engine, dtype, file, os.path.join(folder, engine), iterations, timeout, progress, live,
-                          ref=ref.folder, switches=switches) if ref.status == "ok" else ref
+        ref, others = with_reference([engine], dtype, file, folder, iterations, timeout, progress, live, switches)
+        other = others.get(engine, ref)
         if other.status != "ok":
             entry["not_run"] = other.reason or other.status
             return
@@ -225,26 +261,13 @@ def check(file: str, engines=None, dtype: str = "float32", iterations: int = ITE
     entries: Dict[str, dict] = {}
     with workspace("compare-check-") as work:
         progress(f"[{REFERENCE} {dtype}] starting (the reference, run twice)")
-        ref = run_child(REFERENCE, dtype, file, os.path.join(work, REFERENCE), iterations, timeout, progress)
+        ref, children = with_reference(wanted, dtype, file, work, iterations, timeout, progress, jobs=jobs)
         if ref.status == "usage":
             raise CheckError(ref.reason)
         reference = {"status": ref.status, "reason": ref.reason, "seconds": ref.seconds}
         if ref.status == "ok":
             reference.update({"reproduces": ref.facts["reproduces"], "versions": ref.facts["versions"],
                               "dtype": ref.facts["dtype"]})
-        children: Dict[str, Child] = {}
-
-        def work_on(engine: str, live) -> None:
-            spec = ENGINES[engine]
-            if spec.missing():
-                children[engine] = Child(engine, "unavailable", f"not installed; install with: {spec.install}")
-                return
-            progress(f"[{engine} {dtype}] starting")
-            children[engine] = run_child(engine, dtype, file, os.path.join(work, engine), iterations, timeout,
-                                         progress, live, ref=ref.folder)
-
-        if ref.status == "ok":
-            in_parallel(wanted, jobs, work_on)
         usage = next((c for c in children.values() if c.status == "usage"), None)
         if usage:
             raise CheckError(usage.reason)

@@ -239,6 +239,48 @@ def test_the_pages_are_written(tmp_path, engine):
     assert "<table>" in (tmp_path / "check.html").read_text()
 
 
+@pytest.mark.parametrize("engine", ["keras-jax"])
+def test_reading_a_keras_configuration_loads_no_tensorflow(engine):
+    """Keras 3 imports TensorFlow, where it is installed, to serialise a configuration; the
+    check's Keras process on another backend reads configurations without loading it."""
+    if ENGINES[engine].missing():
+        pytest.skip(f"{engine}: {ENGINES[engine].install}")
+    from compare.runner import child_environment
+
+    code = ("import json, sys, keras\n"
+            "from compare.check.keras_side import plain_config, tensorflow_only_when_loaded\n"
+            "tensorflow_only_when_loaded()\n"
+            "config = plain_config(keras.layers.Flatten())\n"
+            "print(json.dumps([config.get('data_format'), 'tensorflow' in sys.modules]))\n")
+    done = subprocess.run([sys.executable, "-c", code], env=child_environment(engine, "float32"),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["channels_last", False]
+
+
+@pytest.mark.parametrize("engine", ["keras-torch"])
+def test_a_reference_that_fails_ends_the_engine_waiting_for_it(tmp_path, engine):
+    """A Keras process builds its pair while the reference runs; where the reference gives no
+    result it is told so and ends at once (not at its time limit), and the check says why
+    the engine did not run."""
+    pair = tmp_path / "pair.py"
+    pair.write_text("from compare.models.toy import IMAGE_SHAPE, LATENT_SHAPE, build_keras\n"
+                    "from compare.models.toy import build_torch as toy_torch\n\n\n"
+                    "def build_torch():\n"
+                    "    G, D = toy_torch()\n\n"
+                    "    def broken(grad):  # G runs forward, so the file is a pair; its backward breaks\n"
+                    "        raise RuntimeError('G cannot run backward')\n"
+                    "    next(G.parameters()).register_hook(broken)\n"
+                    "    return G, D\n")
+    lines = []
+    result = check_example(str(pair), engine, iterations=1, progress=lines.append, timeout=300)
+    assert result.verdict == "ABSTAIN" and result.data["reference"]["status"] == "failed"
+    assert "G cannot run backward" in result.data["reference"]["reason"]
+    entry = result.engines[engine]
+    assert entry["status"] == "not run" and entry["reason"].startswith("the reference failed")
+    assert any(line.startswith(f"[{engine} ") and line.endswith("the reference gave no result") for line in lines)
+
+
 @have_examples
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", KERAS_ENGINES)

@@ -23,6 +23,16 @@ def state_of(gan) -> tuple:
     return tuple([v.value for v in variables] for variables in variable_groups(gan))
 
 
+def applied(step, optimizer, opt_state, grads, train):
+    """``train`` and ``opt_state`` after the optimizer's step where ``step`` holds. A Python
+    bool decides while tracing; a traced one inside the program, so that one compiled program
+    serves a gradient without a step and an iteration (the check runs both, once each)."""
+    if isinstance(step, bool):
+        return optimizer.stateless_apply(opt_state, grads, train) if step else (train, opt_state)
+    return jax.lax.cond(step, lambda: tuple(optimizer.stateless_apply(opt_state, grads, train)),
+                        lambda: (list(train), list(opt_state)))
+
+
 def stateless_step(gan, state, real, z, y_real, y_fake, step: bool = True):
     """The canonical iteration as a pure function of ``state`` (see ``state_of``), compiled
     with jax.jit by the bench and the long parity run. Returns the new state, the
@@ -45,8 +55,7 @@ def stateless_step(gan, state, real, z, y_real, y_fake, step: bool = True):
         return errD_real + errD_fake, (d_state, errD_real, errD_fake)
 
     (_, (d_state, errD_real, errD_fake)), d_grads = jax.value_and_grad(d_loss, has_aux=True)(d_train, d_state)
-    if step:
-        d_train, d_opt = gan.optimizer_D.stateless_apply(d_opt, d_grads, d_train)
+    d_train, d_opt = applied(step, gan.optimizer_D, d_opt, d_grads, d_train)
 
     def g_loss(fake, d_state):
         out, d_state = D.stateless_call(d_train, d_state, fake, training=True)
@@ -54,8 +63,7 @@ def stateless_step(gan, state, real, z, y_real, y_fake, step: bool = True):
 
     (errG, d_state), fake_grad = jax.value_and_grad(g_loss, has_aux=True)(fake, d_state)
     (g_grads,) = g_backward(fake_grad)
-    if step:
-        g_train, g_opt = gan.optimizer_G.stateless_apply(g_opt, g_grads, g_train)
+    g_train, g_opt = applied(step, gan.optimizer_G, g_opt, g_grads, g_train)
     return (g_train, g_state, d_train, d_state, d_opt, g_opt), (errD_real, errD_fake, errG), d_grads, g_grads
 
 
