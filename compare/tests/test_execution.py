@@ -7,7 +7,6 @@ import pytest
 
 from compare import report
 from compare.engines import ENGINES
-from compare.models.toy import PARITY
 from compare.program import SCENARIO_DTYPE, configs
 from compare.tests.locations import BASELINE
 from compare.tests.plugin import DTYPES, require_run
@@ -17,15 +16,15 @@ from compare.tests.plugin import DTYPES, require_run
 @pytest.mark.parametrize("engine", list(ENGINES))
 def test_execution_is_recorded(engine_runs, engine, dtype):
     """Every config names the mode of its gradient call and its iterations: the TensorFlow
-    engines compile every config's iterations with tf.function, keras-jax the long parity
-    trajectory with jax.jit; the lone gradient call and everything else run eagerly."""
+    engines compile every config's iterations with tf.function, keras-jax every config's
+    gradient call and iterations with jax.jit (one program per config); the rest run eagerly."""
     execution = require_run(engine_runs, engine, dtype).facts["execution"]
     assert set(execution) == {c.name for c in configs()}
     for name, stages in execution.items():
         if engine == "keras-jax":
-            iterations = "jax.jit" if name == PARITY.name else "eager"
-        else:
-            iterations = "tf.function" if engine in ("keras-tensorflow", "tf-keras") else "eager"
+            assert stages == {"gradients": "jax.jit", "iterations": "jax.jit"}
+            continue
+        iterations = "tf.function" if engine in ("keras-tensorflow", "tf-keras") else "eager"
         assert stages == {"gradients": "eager", "iterations": iterations}
 
 

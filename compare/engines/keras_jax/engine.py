@@ -8,6 +8,7 @@ import os
 
 import jax
 import keras
+import numpy as np
 
 from compare.engines.keras_common.engine import KerasEngine, build_optimizers
 
@@ -76,12 +77,11 @@ class KerasJaxEngine(KerasEngine):
     keras = keras
     packages = ("keras", "jax", "jaxlib")
 
-    # On one CPU thread XLA takes about 3 s of CPU to compile this step (each config's own: its
-    # constants are part of the program) and the compiled step then takes 0.01 s, against
-    # 0.15-0.2 s eagerly: compiling pays from about 20 iterations on, so the long parity
-    # trajectory runs under jax.jit and the ten-iteration pitfall runs and the single gradient
-    # call (step=False) run eagerly.
-    COMPILE_FROM = 20
+    # Every parity config runs its gradients stage and its iterations under one jax.jit program
+    # per config, whether to step an argument of it (its constants are part of the program, so
+    # configs do not share one): on one CPU thread the program takes 1.5 to 2 s to compile and
+    # then 0.01 s a call, against 0.3 to 0.4 s a call eagerly, so even a config's eleven
+    # calls (one gradient, ten iterations) repay it.
 
     def __init__(self):
         self.steps = {}
@@ -111,20 +111,13 @@ class KerasJaxEngine(KerasEngine):
                 "hits": self.cache_events["cache_hits"], "misses": self.cache_events["cache_misses"]}
 
     def step_function(self, gan, step: bool):
-        """jax.jit of the stateless step for a loop long enough to repay the compile, traced
-        once per config (the GANs a config builds share structure and constants); otherwise
-        the step itself, run eagerly. Records which ran per config."""
-        from compare.program import iterations
-
-        compiled = step and iterations(gan.config) >= self.COMPILE_FROM
-        mode = "jax.jit" if compiled else "eager"
-        stage = "iterations" if step else "gradients"
-        self.ran(gan.config, stage, mode)
-        if not compiled:
-            return functools.partial(stateless_step, gan, step=step)
+        """jax.jit of the stateless step, traced once per config (the GANs a config builds share
+        structure and constants), with ``step`` passed in. Records the mode per config."""
+        self.ran(gan.config, "iterations" if step else "gradients", "jax.jit")
         if gan.config not in self.steps:
-            self.steps[gan.config] = jax.jit(functools.partial(stateless_step, gan, step=True))
-        return self.steps[gan.config]
+            self.steps[gan.config] = jax.jit(functools.partial(stateless_step, gan))
+        compiled = self.steps[gan.config]
+        return lambda state, *inputs: compiled(state, *inputs, np.bool_(step))
 
     def threads(self):
         # XLA's CPU thread pool is fixed by XLA_FLAGS, which the runner sets before the import
