@@ -239,6 +239,7 @@ def test_the_pages_are_written(tmp_path, engine):
     assert "<table>" in (tmp_path / "check.html").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["keras-jax"])
 def test_reading_a_keras_configuration_loads_no_tensorflow(engine):
     """Keras 3 imports TensorFlow, where it is installed, to serialise a configuration; the
@@ -258,6 +259,7 @@ def test_reading_a_keras_configuration_loads_no_tensorflow(engine):
     assert json.loads(done.stdout.strip().splitlines()[-1]) == ["channels_last", False]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["keras-torch"])
 def test_a_reference_that_fails_ends_the_engine_waiting_for_it(tmp_path, engine):
     """A Keras process builds its pair while the reference runs; where the reference gives no
