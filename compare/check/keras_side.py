@@ -91,10 +91,10 @@ def canonical_step(engine, gan, real, z, y_real, y_fake, step: bool):
     """The canonical iteration in the engine's own idiom (the parity runs' code): the three
     losses and D's and G's gradients, in trainable_weights order."""
     if engine.id == "keras-jax":
-        from compare.engines.keras_jax.engine import build_optimizers, state_of, variable_groups
+        from compare.engines.keras_jax.engine import build_optimizers, state_of, stepping, variable_groups
 
         build_optimizers(gan)
-        state, losses, d_grads, g_grads = jitted_step(gan)(state_of(gan), real, z, y_real, y_fake, np.bool_(step))
+        state, losses, d_grads, g_grads = stepping(jitted_step(gan), step)(state_of(gan), real, z, y_real, y_fake)
         for group, values in zip(variable_groups(gan), state):
             for variable, value in zip(group, values):
                 variable.assign(value)
@@ -122,12 +122,9 @@ def jitted_step(gan):
     reset runs."""
     key = (id(gan.G), id(gan.D))
     if key not in JITTED:
-        import jax
+        from compare.engines.keras_jax.engine import compiled_step
 
-        from compare.engines.keras_jax.engine import stateless_step
-
-        JITTED[key] = jax.jit(lambda state, real, z, y_real, y_fake, step: stateless_step(
-            gan, state, real, z, y_real, y_fake, step=step))
+        JITTED[key] = compiled_step(gan)
     return JITTED[key]
 
 

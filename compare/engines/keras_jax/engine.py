@@ -68,6 +68,17 @@ def stateless_step(gan, state, real, z, y_real, y_fake, step: bool = True):
     return (g_train, g_state, d_train, d_state, d_opt, g_opt), (errD_real, errD_fake, errG), d_grads, g_grads
 
 
+def compiled_step(gan):
+    """jax.jit of the stateless step, ``step`` an argument of it: one program per model pair
+    serves a gradient call and an iteration. Call it through ``stepping``."""
+    return jax.jit(functools.partial(stateless_step, gan))
+
+
+def stepping(compiled, step: bool):
+    """``compiled`` (see ``compiled_step``) as a function of the state and the inputs."""
+    return lambda state, *inputs: compiled(state, *inputs, np.bool_(step))
+
+
 CACHE_EVENTS = "/jax/compilation_cache/cache_"
 MIN_CACHED_COMPILE_S = 0.25
 
@@ -115,9 +126,8 @@ class KerasJaxEngine(KerasEngine):
         structure and constants), with ``step`` passed in. Records the mode per config."""
         self.ran(gan.config, "iterations" if step else "gradients", "jax.jit")
         if gan.config not in self.steps:
-            self.steps[gan.config] = jax.jit(functools.partial(stateless_step, gan))
-        compiled = self.steps[gan.config]
-        return lambda state, *inputs: compiled(state, *inputs, np.bool_(step))
+            self.steps[gan.config] = compiled_step(gan)
+        return stepping(self.steps[gan.config], step)
 
     def threads(self):
         # XLA's CPU thread pool is fixed by XLA_FLAGS, which the runner sets before the import
