@@ -35,10 +35,19 @@ def pytest_configure(config):
                                        "pytest or a wheel build")
     config.addinivalue_line("markers", "dtypes(*names): the dtypes of engine_runs the test reads "
                                        "(default: its dtype parameter, else both)")
-    # the tests' `compare report` runs neither read nor fill the user's result cache
+    # the tests' `compare report` runs neither read nor fill the user's result cache; the
+    # session's own is removed when the session ends
     import tempfile
 
-    os.environ["COMPARE_CACHE_DIR"] = tempfile.mkdtemp(prefix="compare-test-cache-")
+    config._compare_cache = os.environ["COMPARE_CACHE_DIR"] = tempfile.mkdtemp(prefix="compare-test-cache-")
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_compare_cache", None)
+    if folder:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def selected_engines(config):
