@@ -27,7 +27,7 @@ def state_of(gan) -> tuple:
 def applied(step, optimizer, opt_state, grads, train):
     """``train`` and ``opt_state`` after the optimizer's step where ``step`` holds. A Python
     bool decides while tracing; a traced one inside the program, so that one compiled program
-    serves a gradient without a step and an iteration (the check runs both, once each)."""
+    serves a gradient without a step and an iteration (a parity config and the check run both)."""
     if isinstance(step, bool):
         return optimizer.stateless_apply(opt_state, grads, train) if step else (train, opt_state)
     return jax.lax.cond(step, lambda: tuple(optimizer.stateless_apply(opt_state, grads, train)),
@@ -36,7 +36,8 @@ def applied(step, optimizer, opt_state, grads, train):
 
 def stateless_step(gan, state, real, z, y_real, y_fake, step: bool = True):
     """The canonical iteration as a pure function of ``state`` (see ``state_of``), compiled
-    with jax.jit by the bench and the long parity run. Returns the new state, the
+    with jax.jit: through ``compiled_step`` by the parity runs and the check, and by the bench
+    in a step of its own (a plain ``True``, so no conditional). Returns the new state, the
     losses (D real, D fake, G) and the gradients of D and of G."""
     G, D, loss_func = gan.G, gan.D, gan.loss
     g_train, g_state, d_train, d_state, d_opt, g_opt = state
